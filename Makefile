@@ -1,0 +1,48 @@
+# The two commands of the README:
+#   make lab    set everything up, then open JupyterLab on the course
+#   make test   set everything up, then run the whole test suite (unit tests + nbval on every notebook)
+# Everything lives in a virtual environment in .venv; nothing is installed system-wide.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Installed on its own, before anything else, so that pip never picks a newer torch with CUDA packages.
+# Elsewhere, point this at PyTorch's CPU wheel index, or at a CUDA build for a GPU.
+TORCH_INSTALL ?= torch==2.13.0
+PYTEST_NOTEBOOKS := solutions notebooks --nbval-lax --nbval-current-env \
+	--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
+
+.PHONY: setup lab test unit notebooks build check bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_INSTALL)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: setup
+	$(PY) -m toyenv.course check
+	$(PY) -m pytest tests $(PYTEST_NOTEBOOKS)
+
+unit: setup
+	$(PY) -m pytest tests
+
+notebooks: setup
+	$(PY) -m pytest $(PYTEST_NOTEBOOKS)
+
+build: setup
+	$(PY) -m toyenv.course build
+
+check: setup
+	$(PY) -m toyenv.course check
+
+bench: setup
+	$(PY) -m benchmarks.generate
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,128 @@
+"""The course tooling: stub generation, the notebooks/ sync check, checkers and grading."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from toyenv.course import CHECKS, check
+from toyenv.course import notebooks as nbs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_notebooks_in_sync_with_solutions():
+    """`python -m toyenv.course check` passes on the repository as committed."""
+    res = subprocess.run([sys.executable, "-m", "toyenv.course", "check"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert nbs.Tree().sources(), "solutions/ holds no notebooks"
+
+
+def test_stub_keeps_indentation_and_tags_cell():
+    src = "def f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n\ny = 1"
+    out, found = nbs.stub_source(src)
+    assert found and out == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\ny = 1"
+    nb = new_notebook(cells=[new_code_cell(src), new_markdown_cell("a\n### BEGIN SOLUTION\nsecret\n### END SOLUTION"),
+                             new_code_cell("print(1)")])
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    nb.cells[2].execution_count = 3
+    learner = nbs.learner_notebook(nb)
+    assert "raises-exception" in learner.cells[0].metadata["tags"]
+    assert learner.cells[1].source == "a\nYOUR ANSWER HERE" and "secret" not in nbs.to_text(learner)
+    assert learner.cells[2].outputs == [] and learner.cells[2].execution_count is None
+    assert "tags" not in learner.cells[2].metadata
+
+
+@pytest.mark.parametrize("src, msg", [
+    ("### BEGIN SOLUTION\nx", "never closed"),
+    ("x\n### END SOLUTION", "without a matching"),
+    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "inside another"),
+])
+def test_bad_markers(src, msg):
+    with pytest.raises(nbs.MarkerError, match=msg):
+        nbs.stub_source(src)
+
+
+def test_no_solution_leaks_into_learner_notebooks():
+    for path in nbs.Tree().notebooks.glob("*.ipynb"):
+        assert "### BEGIN SOLUTION" not in path.read_text()
+        nb = nbformat.read(path, as_version=4)
+        assert all(c.get("outputs", []) == [] for c in nb.cells if c.cell_type == "code")
+
+
+def test_check_detects_drift_extra_and_missing(tmp_path):
+    sol, lrn = tmp_path / "solutions", tmp_path / "notebooks"
+    sol.mkdir()
+    nbformat.write(new_notebook(cells=[new_code_cell("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION")]),
+                   sol / "a.ipynb")
+    tree = nbs.Tree(sol, lrn)
+    assert nbs.check(tree) == ["notebooks/a.ipynb is missing"]
+    assert nbs.build(tree) == ["wrote notebooks/a.ipynb"]
+    assert nbs.check(tree) == [] and nbs.build(tree) == []
+    (lrn / "a.ipynb").write_text((lrn / "a.ipynb").read_text().replace("YOUR CODE HERE", "edited by hand"))
+    (lrn / "b.ipynb").write_text("{}")
+    assert nbs.check(tree) == ["notebooks/a.ipynb differs from what solutions/a.ipynb generates",
+                               "notebooks/b.ipynb has no source solutions/b.ipynb"]
+    nbs.build(tree)
+    assert nbs.check(tree) == [] and not (lrn / "b.ipynb").exists()
+
+
+# ----------------------------------------------------------------- checkers
+def _ref(logits, tokens):
+    return torch.log_softmax(logits[:, :-1], -1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("fn, status, words", [
+    (_ref, "PASS", "matches"),
+    (lambda l, t: torch.log_softmax(l[:, 1:], -1).gather(-1, t[:, 1:, None]).squeeze(-1), "FAIL", "off by one"),
+    (lambda l, t: torch.log_softmax(l, -1).gather(-1, t[:, :, None]).squeeze(-1), "FAIL", "drop the last position"),
+    (lambda l, t: l[:, :-1].gather(-1, t[:, 1:, None]).squeeze(-1), "FAIL", "raw logits"),
+    (lambda l, t: torch.softmax(l[:, :-1], -1).gather(-1, t[:, 1:, None]).squeeze(-1), "FAIL", "probabilities"),
+    (lambda l, t: -_ref(l, t), "FAIL", "sign flipped"),
+    (lambda l, t: torch.log_softmax(l[:, :-1], -1).gather(-1, t[:, 1:, None]), "FAIL", "squeeze"),
+    (lambda l, t: [1, 2], "FAIL", "torch.Tensor"),
+    (lambda l, t: 1 / 0, "FAIL", "ZeroDivisionError"),
+])
+def test_token_logprobs_checker_says_what_is_wrong(fn, status, words, capsys):
+    verdict = check("token_logprobs", fn)
+    assert verdict.status == status and words in verdict.message
+    assert capsys.readouterr().out.startswith(f"{status} token_logprobs: ")
+
+
+def test_unattempted_exercise_is_todo(capsys):
+    def stub(logits, tokens):
+        raise NotImplementedError()
+    assert check("token_logprobs", stub).status == "TODO"
+    assert "not attempted" in capsys.readouterr().out
+    with pytest.raises(KeyError, match="no checker named"):
+        check("nope", stub)
+
+
+def test_grade_reports_one_row_per_exercise(tmp_path):
+    nb = new_notebook(cells=[
+        new_code_cell("import torch\nfrom toyenv.course import check"),
+        new_code_cell("def good(l, t):\n    return torch.log_softmax(l[:, :-1], -1).gather(-1, t[:, 1:, None]).squeeze(-1)"),
+        new_code_cell('check("token_logprobs", good)'),
+        new_code_cell("def stub(l, t):\n    raise NotImplementedError()"),
+        new_code_cell('check("token_logprobs", stub)'),
+        new_code_cell('check("token_logprobs", undefined_name)'),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "student.ipynb"
+    nbformat.write(nb, path)
+    rows = nbs.grade(path, timeout=120)
+    assert [r[1] for r in rows] == ["PASS", "TODO", "FAIL"]
+    assert "NameError" in rows[2][2]
+    table = nbs.format_table(rows)
+    assert "not attempted" in table and "1/3 exercises pass" in table
+
+
+def test_every_check_call_in_solutions_names_a_registered_checker():
+    for path in nbs.Tree().sources():
+        for cell in nbformat.read(path, as_version=4).cells:
+            for name in nbs.CHECK_CALL.findall(cell.source):
+                assert name in CHECKS, f"{path.name} calls unknown checker {name!r}"

@@ -1,0 +1,501 @@
+"""Tests for toyenv.envs.general_points: verifier, solver, dealing, env, evaluate."""
+from __future__ import annotations
+
+import itertools
+import re
+import warnings
+from fractions import Fraction
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import toyenv.envs  # noqa: F401  (registers the gymnasium ids)
+from toyenv.envs import general_points as gp
+from toyenv.tokenizer import Tokenizer
+
+FUZZ = settings(max_examples=2000, deadline=None, database=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
+TREES = settings(max_examples=600, deadline=None, database=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+# --------------------------------------------------------------------------- independent helpers
+
+
+def brute_solvable(values, target=24):
+    """Pair-merging search over exact values, independent of the module's solver."""
+    vals = [Fraction(v) for v in values]
+
+    def rec(vs):
+        if len(vs) == 1:
+            return vs[0] == target
+        for i, j in itertools.permutations(range(len(vs)), 2):
+            a, b = vs[i], vs[j]
+            rest = [vs[k] for k in range(len(vs)) if k not in (i, j)]
+            for c in (a + b, a - b, a * b, a / b if b else None):
+                if c is not None and rec(rest + [c]):
+                    return True
+        return False
+
+    return rec(vals)
+
+
+def tree_value(tree):
+    """Exact value of (op, left, right) trees; None on division by zero."""
+    if isinstance(tree, int):
+        return Fraction(tree)
+    op, left, right = tree
+    a, b = tree_value(left), tree_value(right)
+    if a is None or b is None:
+        return None
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    return None if b == 0 else a / b
+
+
+def tree_leaves(tree):
+    return [tree] if isinstance(tree, int) else tree_leaves(tree[1]) + tree_leaves(tree[2])
+
+
+PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+
+def render(tree, rnd, parent_op=None, side=None):
+    """Infix text with the parentheses needed, plus random redundant ones and spaces."""
+    if isinstance(tree, int):
+        text = str(tree)
+        needed = False
+    else:
+        op, left, right = tree
+        sp = " " if rnd.random() < 0.2 else ""
+        text = f"{render(left, rnd, op, 'L')}{sp}{op}{sp}{render(right, rnd, op, 'R')}"
+        needed = parent_op is not None and (
+            PREC[op] < PREC[parent_op] or (side == "R" and PREC[op] == PREC[parent_op]))
+    if needed or rnd.random() < 0.15:
+        text = f"({text})"
+    return text
+
+
+# --------------------------------------------------------------------------- cards and prompts
+
+
+def test_card_values():
+    assert [gp.card_value(c, "ten") for c in gp.CARDS] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 10, 10, 10]
+    assert [gp.card_value(c, "ranked") for c in gp.CARDS] == list(range(1, 14))
+    assert gp.card_value(13, "ranked") == 13 and gp.card_value(1, "ten") == 1
+    with pytest.raises(ValueError, match="ten.*ranked"):
+        gp.card_value("K", "royal")
+    with pytest.raises(ValueError):
+        gp.card_value("Z", "ten")
+
+
+def test_prompts_short_encodable_and_differ_only_in_rule():
+    tok = Tokenizer()
+    p_ten = gp.make_prompt(["K", "5", "3", "A"], "ten")
+    p_ranked = gp.make_prompt(["K", "5", "3", "A"], "ranked")
+    assert p_ten == "Cards: K 5 3 A. J,Q,K count as 10. Make 24 with + - * / and ( ).\nAnswer: "
+    assert p_ranked == "Cards: K 5 3 A. J=11 Q=12 K=13. Make 24 with + - * / and ( ).\nAnswer: "
+    assert p_ten.replace(gp._RULE_TEXT["ten"], gp._RULE_TEXT["ranked"]) == p_ranked
+    for rule in gp.FACE_CARD_RULES:
+        longest = gp.make_prompt(["10"] * 4, rule)
+        assert len(longest) <= 100
+        assert tok.decode(tok.encode(longest)) == longest
+
+
+# --------------------------------------------------------------------------- verifier: fixed cases
+
+C3388 = ["3", "3", "8", "8"]
+
+
+@pytest.mark.parametrize("cards,answer,rule,reward", [
+    (C3388, "8/(3-8/3)=24", "ten", 5),
+    (C3388, "8/(3-8/3)", "ten", 5),  # no "=24"
+    (C3388, " 8 / ( 3 - 8 / 3 ) = 24 \n", "ten", 5),  # whitespace
+    (C3388, "8/(3-8/3)=25", "ten", 5),  # wrong claim is ignored
+    (["10", "4", "5", "A"], "(10-4)*(5-1)=24", "ten", 5),
+    (["J", "4", "5", "A"], "(10-4)*(5-1)", "ten", 5),  # J is 10 under "ten"
+    (["J", "4", "5", "A"], "(10-4)*(5-1)", "ranked", -2),  # ... but 11 under "ranked"
+    (["J", "2", "3", "A"], "(11+1)*2*3", "ten", -2),  # J used as 11 under "ten"
+    (["J", "2", "3", "A"], "(11+1)*2*3", "ranked", -1),  # right numbers, value 72
+    (C3388, "3+3+8+8", "ten", -1),  # wrong value
+    (C3388, "8*3", "ten", -2),  # missing cards
+    (C3388, "3+8+8", "ten", -2),  # missing one card
+    (C3388, "3+3+8+8+2", "ten", -2),  # extra number
+    (C3388, "3*8*(8-3-4)", "ten", -2),  # extra number, value 24
+    (C3388, "3*3*8/8", "ten", -1),  # right multiset in another order: value 9
+    (C3388, "3*3*3*8", "ten", -2),  # right count, wrong multiset
+    (["3", "5", "8", "A"], "3*5+5+1", "ten", -2),  # number not among the cards
+    (C3388, "8/(3-3)+8", "ten", -3),  # division by zero
+    (C3388, "8/(3-3)*0+8", "ten", -3),
+    (C3388, "((3+3)*8-8", "ten", -3),  # unbalanced
+    (C3388, "3+3)*8-8", "ten", -3),
+    (C3388, "", "ten", -3),
+    (C3388, "   ", "ten", -3),
+    (C3388, "8/(3-8/3)=", "ten", -3),
+    (C3388, "8/(3-8/3)=24=24", "ten", -3),
+    (C3388, "-3+3+8+8", "ten", -3),  # unary minus
+    (C3388, "3*-8", "ten", -3),
+    (C3388, "3 3 8 8", "ten", -3),
+    (C3388, "3@3+8+8", "ten", -3),
+    (C3388, "8÷(3-8÷3)", "ten", -3),  # non-ASCII
+    (C3388, "８/(3-8/3)", "ten", -3),  # full-width digit
+    (C3388, "²+3+8+8", "ten", -3),  # unicode digit
+    (C3388, "3.0+3+8+8", "ten", -3),
+    (C3388, "12345-3+3+8+8", "ten", -3),  # huge literal
+    (C3388, "x" * 10_000, "ten", -3),  # 10 kB
+    (C3388, "(" * 1000 + "3" + ")" * 1000, "ten", -3),  # 1000 nested (also too long)
+    (C3388, "(" * 30 + "3+3+8+8" + ")" * 30, "ten", -3),  # too deep, short enough
+    (C3388, "(" * 20 + "8/(3-8/3)" + ")" * 20, "ten", -3),  # 21 deep
+    (C3388, "(" * 19 + "8/(3-8/3)" + ")" * 19, "ten", 5),  # 20 deep is fine
+    (C3388, "3\n+3\n*8-8\n", "ten", -1),
+])
+def test_verify_cases(cards, answer, rule, reward):
+    v = gp.verify(cards, answer, rule)
+    assert isinstance(v, gp.Verdict)
+    assert v.reward == reward, v
+    assert v.correct == (reward == gp.REWARD_CORRECT)
+    assert v.kind == {5: "correct", -1: "wrong_value", -2: "wrong_numbers", -3: "illegal"}[reward]
+    assert isinstance(v.reason, str) and 0 < len(v.reason) < 300
+    assert (v.value is None) == (reward == -3)
+
+
+def test_verify_reasons():
+    assert gp.verify(C3388, "8/(3-8/3)=24").reason == "correct: 8/(3-8/3) = 24"
+    assert gp.verify(C3388, "3+3+8+8").reason == "value is 22, not 24"
+    assert gp.verify(["3", "5", "8", "A"], "3*5+5+1").reason == "uses 1, 3, 5, 5 but the cards are 3, 5, 8, A(=1)"
+    assert gp.verify(C3388, "8/(3-3)+8").reason == "division by zero"
+    assert "'@'" in gp.verify(C3388, "3@3").reason and "position 1" in gp.verify(C3388, "3@3").reason
+    assert gp.verify(C3388, "8/3+3+8").value == Fraction(41, 3)
+    assert "41/3" in gp.verify(C3388, "8/3+3+8").reason
+
+
+def test_verify_non_str_and_reward_table():
+    for bad in (None, 24, 3.5, b"8/(3-8/3)", ["8"], object()):
+        v = gp.verify(C3388, bad)
+        assert v.reward == gp.REWARD_ILLEGAL and not v.correct
+    assert gp.REWARD_TABLE == {"correct": 5.0, "wrong_value": -1.0, "wrong_numbers": -2.0, "illegal": -3.0}
+    with pytest.raises(ValueError):
+        gp.verify(C3388, "3", "royal")
+
+
+def test_parse_expression():
+    assert gp.parse_expression("(10-4)*(5-1)=24") == (Fraction(24), [10, 4, 5, 1])
+    assert gp.parse_expression("2*3+4") == (10, [2, 3, 4])  # precedence
+    assert gp.parse_expression("8-3-2") == (3, [8, 3, 2])  # left associative
+    assert gp.parse_expression("8/4/2") == (1, [8, 4, 2])
+    for bad in ("1/0", "", "(", "1+", "-1", "1=x"):
+        with pytest.raises(gp.ExpressionError):
+            gp.parse_expression(bad)
+
+
+def test_long_operator_chain_is_fine():
+    answer = "+".join(["1"] * 100)  # 199 characters: under the limit, deep left tree
+    v = gp.verify(C3388, answer)
+    assert v.reward == gp.REWARD_WRONG_NUMBERS and v.value == 100
+    assert v.reason == "uses 100 numbers (1..1) but the cards are 3, 3, 8, 8"
+
+
+# --------------------------------------------------------------------------- verifier: fuzz
+
+FORMULA_ALPHABET = "0123456789+-*/()= \n\tJQKAx.,^%"
+
+
+@FUZZ
+@given(st.text(max_size=300))
+def test_fuzz_any_text_never_raises(text):
+    v = gp.verify(C3388, text, "ten")
+    assert isinstance(v, gp.Verdict) and v.reward in gp.REWARD_TABLE.values()
+
+
+@FUZZ
+@given(st.text(alphabet=FORMULA_ALPHABET, max_size=80), st.sampled_from(gp.FACE_CARD_RULES))
+def test_fuzz_formula_alphabet_never_raises(text, rule):
+    v = gp.verify(["J", "4", "5", "A"], text, rule)
+    assert isinstance(v, gp.Verdict) and v.reward in gp.REWARD_TABLE.values()
+    assert v.correct == (v.reward == gp.REWARD_CORRECT)
+
+
+hands = st.lists(st.sampled_from(gp.CARDS), min_size=4, max_size=4)
+OPS = st.sampled_from("+-*/")
+
+
+def check_tree_verdict(cards, rule, tree, rnd):
+    values = gp.hand_values(cards, rule)
+    text = render(tree, rnd)
+    if rnd.random() < 0.5:
+        text += "=24"
+    v = gp.verify(cards, text, rule)
+    value = tree_value(tree)
+    if value is None:
+        expected = gp.REWARD_ILLEGAL
+    elif sorted(tree_leaves(tree)) != sorted(values):
+        expected = gp.REWARD_WRONG_NUMBERS
+    elif value != 24:
+        expected = gp.REWARD_WRONG_VALUE
+    else:
+        expected = gp.REWARD_CORRECT
+    assert v.reward == expected, (cards, rule, text, v)
+    assert v.correct == (value == 24 and sorted(tree_leaves(tree)) == sorted(values))
+    if value is not None:
+        assert v.value == value
+    return v
+
+
+@TREES
+@given(hands, st.sampled_from(gp.FACE_CARD_RULES), st.data(), st.randoms(use_true_random=False))
+def test_fuzz_random_trees(cards, rule, data, rnd):
+    values = gp.hand_values(cards, rule)
+    leaves = st.sampled_from(values) | st.integers(0, 13)
+    tree = data.draw(st.recursive(leaves, lambda ch: st.tuples(OPS, ch, ch), max_leaves=6))
+    check_tree_verdict(cards, rule, tree, rnd)
+
+
+@st.composite
+def exact_trees(draw, values):
+    """Random trees using exactly the multiset `values`, in a random order and shape."""
+    items = list(draw(st.permutations(values)))
+    while len(items) > 1:
+        i = draw(st.integers(0, len(items) - 2))
+        items[i:i + 2] = [(draw(OPS), items[i], items[i + 1])]
+    return items[0]
+
+
+@TREES
+@given(hands, st.sampled_from(gp.FACE_CARD_RULES), st.data(), st.randoms(use_true_random=False))
+def test_fuzz_exact_number_trees(cards, rule, data, rnd):
+    tree = data.draw(exact_trees(gp.hand_values(cards, rule)))
+    v = check_tree_verdict(cards, rule, tree, rnd)
+    assert v.reward != gp.REWARD_WRONG_NUMBERS
+    # Random trees rarely make 24, so also play them against their own value as the target.
+    value = tree_value(tree)
+    if value is not None and value.denominator == 1:
+        text = render(tree, rnd)
+        hit = gp.verify(cards, text, rule, target=int(value))
+        assert hit.correct and hit.reward == gp.REWARD_CORRECT, (cards, text, hit)
+        miss = gp.verify(cards, text, rule, target=int(value) + 1)
+        assert not miss.correct and miss.reward == gp.REWARD_WRONG_VALUE
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(st.integers(0, 10**6), st.sampled_from(gp.FACE_CARD_RULES), st.randoms(use_true_random=False))
+def test_fuzz_solver_solutions_with_noise_are_correct(seed, rule, rnd):
+    cards = gp.deal(seed, rule)
+    sols = gp.solve(gp.hand_values(cards, rule))
+    sol = rnd.choice(sols)
+    text = "".join(ch + (" " if rnd.random() < 0.1 and not (ch + nxt).isdigit() else "")
+                   for ch, nxt in zip(sol, sol[1:] + "="))  # never split a number
+    if rnd.random() < 0.5:
+        text = f"({text})"
+    v = gp.verify(cards, text + rnd.choice(["", "=24", " = 24"]), rule)
+    assert v.correct and v.reward == gp.REWARD_CORRECT, (cards, text, v)
+
+
+# --------------------------------------------------------------------------- solver and dealing
+
+
+def test_solver_known_hands():
+    assert gp.solve([3, 3, 8, 8]) == ["8/(3-8/3)"]
+    assert gp.solve([1, 1, 1, 1]) == [] and not gp.is_solvable([1, 1, 1, 1])
+    assert gp.solve([1, 1, 1, 2]) == []
+    for hand in ([1, 5, 5, 5], [3, 3, 7, 7], [4, 4, 10, 10], [1, 3, 4, 6]):
+        sols = gp.solve(hand)
+        assert sols and gp.is_solvable(hand)
+        assert sols == sorted(sols, key=lambda s: (len(s), s))  # canonical first
+    assert gp.solve([8, 3], 24) == ["3*8", "8*3"]
+
+
+def test_solver_matches_brute_force_and_solutions_verify():
+    all_hands = list(itertools.combinations_with_replacement(range(1, 14), 4))
+    n_solvable = sum(gp.is_solvable(h) for h in all_hands)
+    assert n_solvable == 1362  # the well-known count for values 1..13
+    for hand in all_hands[::23]:
+        sols = gp.solve(hand)
+        assert bool(sols) == brute_solvable(hand) == gp.is_solvable(hand), hand
+        for s in sols[:20]:
+            value, numbers = gp.parse_expression(s)
+            assert value == 24 and sorted(numbers) == sorted(hand), (hand, s)
+
+
+def test_deal_only_solvable_and_ranked_has_face_card():
+    rng = np.random.default_rng(0)
+    for rule in gp.FACE_CARD_RULES:
+        for _ in range(200):
+            cards = gp.deal(rng, rule)
+            assert len(cards) == 4 and all(c in gp.CARDS for c in cards)
+            assert gp.is_solvable(gp.hand_values(cards, rule))
+            if rule == "ranked":
+                assert any(c in gp.FACE_CARDS for c in cards)
+    for seed in range(30):  # independent check
+        assert brute_solvable(gp.hand_values(gp.deal(seed, "ranked"), "ranked"))
+    assert gp.deal(7, "ten") == gp.deal(7, "ten")
+
+
+def test_deal_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        gp.deal(0, "royal")
+    with pytest.raises(ValueError):
+        gp.deal(0, "ten", num_cards=7)
+    with pytest.raises(ValueError, match="no solvable"):
+        gp.deal(0, "ten", target=100_000, max_tries=50)
+
+
+def test_expert_answers_verify():
+    rng = np.random.default_rng(1)
+    for rule in gp.FACE_CARD_RULES:
+        for _ in range(300):
+            cards = gp.deal(rng, rule)
+            answer = gp.expert_answer(cards, rule)
+            assert answer.endswith("=24") and " " not in answer and len(answer) <= 23
+            assert gp.verify(cards, answer, rule).correct, (cards, answer)
+    assert gp.expert_answer(["8", "3", "8", "3"]) == "8/(3-8/3)=24"
+    assert gp.expert_answer(["J", "4", "5", "A"], "ten") == gp.expert_answer(["10", "4", "5", "A"], "ten")
+    assert "11" in gp.expert_answer(["J", "4", "5", "A"], "ranked")
+    with pytest.raises(ValueError):
+        gp.expert_answer(["A", "A", "A", "A"])
+
+
+def test_expert_dataset():
+    data = gp.expert_dataset(50, "ten", seed=3)
+    assert data == gp.expert_dataset(50, "ten", seed=3) and data != gp.expert_dataset(50, "ten", seed=4)
+    for prompt, answer in data:
+        cards = re.match(r"Cards: (.*?)\. ", prompt).group(1).split()
+        assert prompt == gp.make_prompt(cards, "ten")
+        assert gp.verify(cards, answer, "ten").correct
+
+
+# --------------------------------------------------------------------------- environment
+
+
+@pytest.mark.parametrize("rule", gp.FACE_CARD_RULES)
+def test_check_env(rule):
+    from gymnasium.utils.env_checker import check_env
+
+    env = gp.GeneralPointsEnv(face_card_rule=rule)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env)
+
+
+def test_env_reset_step_and_determinism():
+    env = gym.make("toyenv/GeneralPoints-v0", face_card_rule="ranked")
+    obs1, info1 = env.reset(seed=11)
+    obs2, info2 = gp.GeneralPointsEnv("ranked").reset(seed=11)
+    assert obs1 == obs2 and info1 == info2
+    assert set(info1) >= {"cards", "values", "face_card_rule", "target"}
+    assert info1["values"] == gp.hand_values(info1["cards"], "ranked")
+    assert env.observation_space.contains(obs1) and len(obs1) <= 100
+    Tokenizer().encode(obs1, bos=True)
+    obs, reward, terminated, truncated, info = env.step(env.unwrapped.expert_answer())
+    assert (reward, terminated, truncated, info["correct"]) == (5.0, True, False, True)
+    assert isinstance(info["verdict"], gp.Verdict) and info["reason"].startswith("correct")
+    env.reset(seed=12)
+    _, reward, terminated, _, info = env.step("1+")
+    assert reward == gp.REWARD_ILLEGAL and terminated and not info["correct"]
+    seen = {gp.GeneralPointsEnv().reset(seed=s)[0] for s in range(20)}
+    assert len(seen) > 10
+
+
+def test_env_options_and_errors():
+    env = gp.GeneralPointsEnv("ten", num_cards=3, render_mode="ansi")
+    obs, info = env.reset(seed=0)
+    assert len(info["cards"]) == 3
+    env.step(env.expert_answer())
+    assert "reward +5" in env.render()
+    with pytest.raises(ValueError):
+        gp.GeneralPointsEnv(num_cards=7)
+    with pytest.raises(ValueError):
+        gp.GeneralPointsEnv(face_card_rule="royal")
+    with pytest.raises(RuntimeError):
+        gp.GeneralPointsEnv().step("1")
+
+
+# --------------------------------------------------------------------------- evaluate with fake models
+
+
+class FakeModel:
+    """Mimics GPT.generate: left-pads prompts, appends an answer + EOS, pads the rest."""
+
+    def __init__(self, answer_fn):
+        self.answer_fn = answer_fn
+        self.tok = Tokenizer()
+        self.calls = []
+
+    def generate(self, prompts, max_new_tokens, temperature=1.0, top_k=None, greedy=False, eos_id=2, pad_id=0,
+                 use_cache=True, generator=None):
+        self.calls.append((len(prompts), torch.is_grad_enabled(), greedy))
+        P = max(len(p) for p in prompts)
+        tokens = torch.full((len(prompts), P + max_new_tokens), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(tokens, dtype=torch.bool)
+        for b, p in enumerate(prompts):
+            tokens[b, P - len(p):P] = torch.tensor(p)
+            gen = self.answer_fn(self.tok.decode(p))[:max_new_tokens]
+            tokens[b, P:P + len(gen)] = torch.tensor(gen, dtype=torch.long)
+            mask[b, P:P + len(gen)] = True
+        return tokens, mask
+
+
+def expert_from_prompt(prompt):
+    cards = re.match(r"Cards: (.*?)\. ", prompt).group(1).split()
+    rule = "ranked" if "J=11" in prompt else "ten"
+    return Tokenizer().encode(gp.expert_answer(cards, rule), eos=True)
+
+
+@pytest.mark.parametrize("rule", gp.FACE_CARD_RULES)
+def test_evaluate_expert_model(rule):
+    model = FakeModel(expert_from_prompt)
+    res = gp.evaluate(model, Tokenizer(), face_card_rule=rule, n_episodes=40, seed=0, batch_size=16)
+    assert res["accuracy"] == 1.0 and res["mean_reward"] == 5.0 and res["n"] == 40
+    assert res["counts"] == {"correct": 40, "wrong_value": 0, "wrong_numbers": 0, "illegal": 0}
+    assert [c[0] for c in model.calls] == [16, 16, 8] and not any(c[1] for c in model.calls)
+    prompt, completion, reason = res["samples"][0]
+    assert prompt.startswith("Cards: ") and completion.endswith("=24") and reason.startswith("correct")
+    assert gp.evaluate(FakeModel(expert_from_prompt), Tokenizer(), rule, n_episodes=40)["samples"] == res["samples"]
+
+
+def test_evaluate_garbage_model():
+    rng = np.random.default_rng(0)
+
+    def garbage(prompt):  # random ids, including specials, sometimes no EOS at all
+        return rng.integers(0, Tokenizer().vocab_size, size=int(rng.integers(0, 30))).tolist()
+
+    res = gp.evaluate(FakeModel(garbage), Tokenizer(), "ten", n_episodes=30, batch_size=7, greedy=False)
+    assert res["accuracy"] == 0.0 and res["n"] == 30
+    assert sum(res["counts"].values()) == 30
+    assert res["mean_reward"] <= gp.REWARD_WRONG_NUMBERS
+    res = gp.evaluate(FakeModel(lambda p: Tokenizer().encode("3*8=24", eos=True)), Tokenizer(), "ranked",
+                      n_episodes=10)
+    assert res["accuracy"] == 0.0 and res["counts"]["wrong_numbers"] == 10
+
+
+def test_rollout_rewards_and_verify_batch():
+    env = gp.GeneralPointsEnv("ten")
+    infos, answers = [], []
+    for s in range(5):
+        _, info = env.reset(seed=s)
+        infos.append(info)
+        answers.append(env.expert_answer())
+    assert gp.rollout_rewards(answers, infos) == [5.0] * 5
+    assert gp.rollout_rewards(["", "1/0", None, "x", "(" * 50], infos) == [-3.0] * 5
+    verdicts = gp.verify_batch(answers, [i["cards"] for i in infos], "ten")
+    assert all(v.correct for v in verdicts)
+    with pytest.raises(ValueError):
+        gp.rollout_rewards(answers[:2], infos)
+
+
+def test_evaluate_real_model_smoke(small_model):
+    """The real GPT (random weights) plugs into evaluate; the longest prompt + BOS is 78 tokens."""
+    assert max(len(gp.make_prompt(["10"] * 4, r)) for r in gp.FACE_CARD_RULES) + 1 == 78
+    small_model.train()
+    for greedy in (True, False):
+        res = gp.evaluate(small_model, Tokenizer(), "ranked", n_episodes=2, batch_size=2, max_new_tokens=4,
+                          greedy=greedy)
+        assert res["n"] == 2 and 0.0 <= res["accuracy"] <= 1.0 and len(res["samples"]) == 2
+    assert small_model.training  # restored

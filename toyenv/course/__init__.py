@@ -1,0 +1,13 @@
+"""Course tooling: learner-notebook generation, exercise checkers and grading.
+
+In a notebook, a check cell calls ``check("name", learner_function)``, which
+prints a one-line verdict in words. From a shell::
+
+    python -m toyenv.course build            # solutions/ -> notebooks/ (solution regions become stubs)
+    python -m toyenv.course check            # fail if notebooks/ is stale
+    python -m toyenv.course grade NB.ipynb   # run a learner's notebook, print one row per exercise
+    python -m toyenv.course refresh          # re-run solutions/, store the outputs nbval compares
+"""
+from .checks import CHECKS, Verdict, check
+
+__all__ = ["check", "CHECKS", "Verdict"]

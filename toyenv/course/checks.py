@@ -1,0 +1,105 @@
+"""Exercise checkers: each compares a learner's function with toyenv's reference.
+
+A checker returns a `Verdict`; `check(name, fn)` runs it and prints one line:
+
+    PASS token_logprobs: matches the reference on 3 random batches.
+    FAIL token_logprobs: expected shape (4, 9), got (4, 10): drop the last position's logits ...
+    TODO token_logprobs: not attempted yet (the function still raises NotImplementedError).
+
+`python -m toyenv.course grade` reads these lines back, so keep the format.
+Chapters add their checkers here with `@register("name")`.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+STATUSES = ("PASS", "FAIL", "TODO")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # PASS, FAIL or TODO
+    message: str
+
+    def line(self, name: str) -> str:
+        return f"{self.status} {name}: {self.message}"
+
+
+CHECKS: dict[str, Callable[[Callable], Verdict]] = {}
+
+
+def register(name: str):
+    def deco(fn: Callable[[Callable], Verdict]):
+        CHECKS[name] = fn
+        return fn
+
+    return deco
+
+
+def check(name: str, fn: Callable) -> Verdict:
+    """Run the checker `name` on the learner's `fn`, print its one-line verdict and return it."""
+    if name not in CHECKS:
+        raise KeyError(f"no checker named {name!r}; known: {sorted(CHECKS)}")
+    try:
+        verdict = CHECKS[name](fn)
+    except NotImplementedError:
+        verdict = Verdict("TODO", "not attempted yet (the function still raises NotImplementedError).")
+    except Exception as e:  # the learner's code crashed: say where, in one line
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        verdict = Verdict("FAIL", f"your function raised {type(e).__name__}: {e} (line {frame.lineno}: {frame.line!r}).")
+    print(verdict.line(name))
+    return verdict
+
+
+def _fail(msg: str) -> Verdict:
+    return Verdict("FAIL", msg)
+
+
+def _as_tensor(out, what: str):
+    if not isinstance(out, torch.Tensor):
+        return None, _fail(f"{what} should return a torch.Tensor, got {type(out).__name__}.")
+    return out, None
+
+
+# ------------------------------------------------------------------ 00_tour
+@register("token_logprobs")
+def _check_token_logprobs(fn) -> Verdict:
+    """fn(logits (B,T,V), tokens (B,T)) -> (B, T-1): log p(tokens[:, t+1] | logits[:, t])."""
+    g = torch.Generator().manual_seed(0)
+    for B, T, V in [(2, 5, 7), (3, 9, 11), (1, 2, 4)]:
+        logits = torch.randn(B, T, V, generator=g) * 3
+        tokens = torch.randint(0, V, (B, T), generator=g)
+        ref = torch.log_softmax(logits[:, :-1], -1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+        out, bad = _as_tensor(fn(logits.clone(), tokens.clone()), "token_logprobs")
+        if bad:
+            return bad
+        if out.shape != ref.shape:
+            hint = ""
+            if tuple(out.shape) == (B, T):
+                hint = " One value per *predicted* token: position t's logits score token t+1, so drop the last position."
+            elif out.dim() == 3:
+                hint = " Did you forget .squeeze(-1) after gather?"
+            return _fail(f"expected shape {tuple(ref.shape)} for logits {tuple(logits.shape)}, got {tuple(out.shape)}.{hint}")
+        out = out.detach().float()
+        if torch.allclose(out, ref, atol=1e-5):
+            continue
+        unshifted = torch.log_softmax(logits[:, 1:], -1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+        raw = logits[:, :-1].gather(-1, tokens[:, 1:, None]).squeeze(-1)
+        probs = torch.softmax(logits[:, :-1], -1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+        diff = (out - ref).abs().max().item()
+        if torch.allclose(out, unshifted, atol=1e-5):
+            return _fail("off by one: you scored token t+1 with the logits at t+1; the logits at position t predict token t+1.")
+        if torch.allclose(out, raw, atol=1e-5):
+            return _fail("these are raw logits: apply log_softmax over the vocabulary before gathering.")
+        if torch.allclose(out, probs, atol=1e-5):
+            return _fail("these are probabilities: use log_softmax, not softmax.")
+        if torch.allclose(out, -ref, atol=1e-5):
+            return _fail("sign flipped: log-probabilities are <= 0.")
+        if (out > 1e-6).any():
+            return _fail(f"some values are positive (max {out.max().item():.3f}), but log-probabilities are <= 0.")
+        return _fail(f"values differ from log_softmax(logits[:, :-1]).gather(tokens[:, 1:]) by up to {diff:.3g}.")
+    return Verdict("PASS", "matches log_softmax(logits[:, :-1]) gathered at tokens[:, 1:] on 3 random batches.")

@@ -1,0 +1,320 @@
+"""The course's tiny GPT, in one file (after nanoGPT's model.py).
+
+Pre-norm transformer blocks, learned positions, tied input/output embeddings,
+and attention through `F.scaled_dot_product_attention`. Two things differ from a
+plain language model because RLHF needs them:
+
+* `forward(idx)` returns logits at *every* position: policy-gradient losses,
+  KL penalties and DPO all score each generated token, not just the last one.
+* batches mix prompts of different lengths, so prompts are left-padded and an
+  `attention_mask` (True = real token) keeps pads out of attention and out of
+  the position count. A padded row then computes exactly what it would alone.
+
+`generate` samples with a key/value cache: each new token attends to stored
+keys and values instead of re-running the whole prefix, which is what makes
+sampling 64 rollouts per RL step affordable on a CPU.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .tokenizer import EOS_ID, PAD_ID, Tokenizer
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 384  # longest prompt + completion the model can read
+    vocab_size: int = Tokenizer().vocab_size
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False  # no biases in Linear/LayerNorm: a little faster, no worse at this scale
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1)."""
+
+    def __init__(self, ndim: int, bias: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # fused q, k, v
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
+
+    def forward(self, x, attn_mask=None, cache=None, cache_pos=0):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            # Write this chunk's keys/values into the preallocated cache, then attend to everything so far.
+            k_cache, v_cache = cache
+            k_cache[:, :, cache_pos : cache_pos + T] = k
+            v_cache[:, :, cache_pos : cache_pos + T] = v
+            k, v = k_cache[:, :, : cache_pos + T], v_cache[:, :, : cache_pos + T]
+        # With no mask the fast causal kernel applies; a single query over a cache needs no causal mask at all.
+        is_causal = attn_mask is None and T > 1
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attn_mask=None, cache=None, cache_pos=0):
+        x = x + self.attn(self.ln_1(x), attn_mask, cache, cache_pos)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or GPTConfig()
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=LayerNorm(config.n_embd, config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # tied embeddings
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of residual projections keeps the residual stream's variance flat with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        """Parameter count (tied embeddings counted once, position embeddings included)."""
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) at every position of `idx` (B, T).
+
+        `attention_mask` (B, T), True for real tokens, is needed only when rows hold padding; positions
+        then count real tokens only, so a left-padded prompt gets the same positions as an unpadded one.
+        """
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} exceeds block_size {self.config.block_size}")
+        if attention_mask is None:
+            pos = torch.arange(T, device=idx.device).unsqueeze(0)
+            return self._forward(idx, pos)
+        attention_mask = attention_mask.to(dtype=torch.bool, device=idx.device)
+        if attention_mask.shape != idx.shape:
+            raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != idx shape {tuple(idx.shape)}")
+        pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return self._forward(idx, pos, _padded_causal_mask(attention_mask))
+
+    def _forward(self, idx, pos, attn_mask=None, caches=None, cache_pos=0):
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, attn_mask, None if caches is None else caches[i], cache_pos)
+        return self.lm_head(self.transformer.ln_f(x))
+
+    # ----------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]] | torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        greedy: bool = False,
+        eos_id: int | None = EOS_ID,
+        pad_id: int = PAD_ID,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample completions for a batch of prompts of different lengths.
+
+        Returns `(tokens, generated_mask)`, both (B, P + n): `tokens` holds the left-padded prompts followed
+        by the completions (a row that emitted EOS is padded with `pad_id` after it); `generated_mask` is
+        True exactly at sampled positions, EOS included. Decode with
+        `tokenizer.decode_batch(tokens, mask=generated_mask)`. Sampling stops when every row has emitted EOS
+        or after `max_new_tokens`, so n <= max_new_tokens.
+        """
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if not greedy and temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (or use greedy=True), got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        dev = self.device
+        idx, real = _left_pad(prompts, pad_id, dev)
+        B, P = idx.shape
+        total = P + max_new_tokens
+        if total > self.config.block_size:
+            raise ValueError(
+                f"longest prompt ({P} tokens) + max_new_tokens ({max_new_tokens}) = {total} exceeds "
+                f"block_size {self.config.block_size}"
+            )
+        tokens = torch.full((B, total), pad_id, dtype=torch.long, device=dev)
+        tokens[:, :P] = idx
+        gen_mask = torch.zeros((B, total), dtype=torch.bool, device=dev)
+        if max_new_tokens == 0:
+            return tokens, gen_mask
+        # Keys that may be attended: real prompt tokens, then every sampled slot. Rows that already ended
+        # keep sampling into ignored slots; masking them would cost more than it saves.
+        key_ok = torch.ones((B, total), dtype=torch.bool, device=dev)
+        key_ok[:, :P] = real
+        padded = not bool(real.all())
+        n_real = real.sum(1)  # position of the first generated token, per row
+        finished = torch.zeros(B, dtype=torch.bool, device=dev)
+
+        cfg = self.config
+        if use_cache:
+            shape = (B, cfg.n_head, total, cfg.n_embd // cfg.n_head)
+            dtype = self.lm_head.weight.dtype
+            caches = [(torch.empty(shape, dtype=dtype, device=dev), torch.empty(shape, dtype=dtype, device=dev))
+                      for _ in range(cfg.n_layer)]
+            pos = (real.long().cumsum(-1) - 1).clamp(min=0)
+            logits = self._forward(idx, pos, _padded_causal_mask(real) if padded else None, caches, 0)[:, -1]
+
+        t = 0
+        for t in range(max_new_tokens):
+            if not use_cache:  # the slow reference path: re-run the whole prefix for every token
+                n = P + t
+                logits = self.forward(tokens[:, :n], key_ok[:, :n])[:, -1]
+            nxt = _sample(logits, temperature, top_k, greedy, generator)
+            nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
+            tokens[:, P + t] = nxt
+            gen_mask[:, P + t] = ~finished
+            if eos_id is not None:
+                finished |= nxt == eos_id
+                if bool(finished.all()):
+                    break
+            if use_cache and t + 1 < max_new_tokens:
+                mask = key_ok[:, None, None, : P + t + 1] if padded else None
+                logits = self._forward(nxt[:, None], (n_real + t)[:, None], mask, caches, P + t)[:, -1]
+        n_cols = P + t + 1
+        return tokens[:, :n_cols], gen_mask[:, :n_cols]
+
+
+# ---------------------------------------------------------------------- helpers
+def _padded_causal_mask(real: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) boolean mask: causal, keys must be real tokens.
+
+    The diagonal is always allowed so that a pad query never sees an all-masked row (which would turn
+    into NaN and poison gradients even though pad outputs are ignored).
+    """
+    T = real.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=real.device).tril()
+    eye = torch.eye(T, dtype=torch.bool, device=real.device)
+    return ((causal & real[:, None, :]) | eye).unsqueeze(1)
+
+
+def _left_pad(prompts, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(prompts, torch.Tensor):
+        if prompts.dim() != 2 or prompts.shape[1] == 0:
+            raise ValueError(f"prompt tensor must be (batch, length>0), got shape {tuple(prompts.shape)}")
+        idx = prompts.to(device=device, dtype=torch.long)
+        return idx, torch.ones_like(idx, dtype=torch.bool)
+    prompts = [list(p) for p in prompts]
+    if not prompts:
+        raise ValueError("generate needs at least one prompt")
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"prompt {i} is empty; start it with at least the BOS token")
+    T = max(len(p) for p in prompts)
+    idx = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    real = torch.zeros((len(prompts), T), dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        idx[i, T - len(p):] = torch.as_tensor(p, dtype=torch.long)
+        real[i, T - len(p):] = True
+    return idx.to(device), real.to(device)
+
+
+def _sample(logits, temperature, top_k, greedy, generator) -> torch.Tensor:
+    if greedy:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def token_logprobs(
+    model: GPT,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    pad_id: int = PAD_ID,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Log-probability of each token given the tokens before it: (B, T), aligned with `tokens`.
+
+    out[:, t] = log p(tokens[:, t] | tokens[:, :t]); out[:, 0] is 0 (nothing predicts the first token).
+    The logits at position t-1 score token t: forgetting that shift (gathering `tokens[:, 1:]` from
+    unshifted logits) is the classic off-by-one. Multiply by `generated_mask` from `generate` and sum
+    for a completion's log-probability. Gradients flow (call under `torch.no_grad()` for a reference
+    model). Without `attention_mask`, tokens equal to `pad_id` count as padding.
+    """
+    if attention_mask is None:
+        attention_mask = tokens != pad_id
+    logits = model(tokens, attention_mask)
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return F.pad(picked, (1, 0), value=0.0)

@@ -1,0 +1,109 @@
+"""Character-level tokenizer shared by every toy task in the course.
+
+One fixed vocabulary (special tokens, newline and printable ASCII) means one
+base model can read every task's prompts, and checkpoints stay compatible
+across notebooks. Ids never change: PAD=0, BOS=1, EOS=2, then the characters.
+"""
+from __future__ import annotations
+
+import string
+from typing import Iterable, Sequence
+
+import torch
+
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
+# "\n" plus the 95 printable ASCII characters (space .. ~), in code-point order.
+CHARACTERS = "\n" + "".join(chr(c) for c in range(32, 127))
+
+
+class Tokenizer:
+    """Maps text to token ids and back, one character per token.
+
+    >>> tok = Tokenizer()
+    >>> tok.decode(tok.encode("3*8=24"))
+    '3*8=24'
+    """
+
+    pad_id, bos_id, eos_id = PAD_ID, BOS_ID, EOS_ID
+
+    def __init__(self) -> None:
+        self.itos: list[str] = list(SPECIAL_TOKENS) + list(CHARACTERS)
+        self.stoi: dict[str, int] = {ch: i + len(SPECIAL_TOKENS) for i, ch in enumerate(CHARACTERS)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tokenizer) and other.itos == self.itos
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, specials={SPECIAL_TOKENS})"
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """Token ids of `text`; raises ValueError naming the first unknown character."""
+        if not isinstance(text, str):
+            raise TypeError(f"Tokenizer.encode expects a str, got {type(text).__name__}")
+        ids = [BOS_ID] if bos else []
+        for pos, ch in enumerate(text):
+            i = self.stoi.get(ch)
+            if i is None:
+                raise ValueError(
+                    f"unknown character {ch!r} (U+{ord(ch):04X}) at position {pos} of {_clip(text)!r}; "
+                    "the vocabulary is newline plus printable ASCII"
+                )
+            ids.append(i)
+        if eos:
+            ids.append(EOS_ID)
+        return ids
+
+    def decode(self, ids: Iterable[int] | torch.Tensor, skip_special: bool = True, stop_at_eos: bool = True) -> str:
+        """Text of `ids`. By default stops at the first EOS and drops PAD/BOS."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        out = []
+        for pos, i in enumerate(ids):
+            i = int(i)
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"token id {i} at position {pos} is outside the vocabulary (0..{self.vocab_size - 1})")
+            if i == EOS_ID and stop_at_eos:
+                break
+            if i < len(SPECIAL_TOKENS):
+                if not skip_special:
+                    out.append(self.itos[i])
+                continue
+            out.append(self.itos[i])
+        return "".join(out)
+
+    def decode_batch(self, batch: torch.Tensor | Sequence[Sequence[int]], mask: torch.Tensor | None = None) -> list[str]:
+        """Decode each row; with `mask`, only the positions where it is True (e.g. generated tokens)."""
+        rows = batch.tolist() if isinstance(batch, torch.Tensor) else [list(r) for r in batch]
+        if mask is not None:
+            keep = mask.tolist()
+            rows = [[t for t, k in zip(r, m) if k] for r, m in zip(rows, keep)]
+        return [self.decode(r) for r in rows]
+
+    def pad_batch(self, seqs: Sequence[Sequence[int]], side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
+        """Stack id lists of different lengths into (ids, attention_mask), padding with PAD on `side`."""
+        if side not in ("left", "right"):
+            raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+        if len(seqs) == 0:
+            raise ValueError("pad_batch needs at least one sequence")
+        T = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), T), PAD_ID, dtype=torch.long)
+        mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+        for b, s in enumerate(seqs):
+            if len(s) == 0:
+                continue
+            sl = slice(T - len(s), T) if side == "left" else slice(0, len(s))
+            ids[b, sl] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[b, sl] = True
+        return ids, mask
+
+
+def _clip(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."

@@ -1,0 +1,50 @@
+"""Seeds and device selection."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+DEVICE_ENV_VAR = "TOYENV_DEVICE"
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA); returns a `torch.Generator` seeded the same way.
+
+    The same seed then gives the same numbers on the same machine and PyTorch build. (Different
+    hardware or thread counts may still differ in the last bits of floating point.)
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def device() -> torch.device:
+    """The device to train on: $TOYENV_DEVICE if set, else cuda, then mps, then cpu.
+
+    Everything in the course fits a laptop CPU; a GPU only makes it faster. Set TOYENV_DEVICE=cpu to
+    force the CPU (for example to reproduce CI's numbers exactly).
+    """
+    override = os.environ.get(DEVICE_ENV_VAR, "").strip()
+    if override:
+        try:
+            dev = torch.device(override)
+        except RuntimeError as e:
+            raise ValueError(f"{DEVICE_ENV_VAR}={override!r} is not a torch device ({e})") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"{DEVICE_ENV_VAR}={override!r} but CUDA is not available on this machine")
+        if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"{DEVICE_ENV_VAR}={override!r} but MPS is not available on this machine")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
