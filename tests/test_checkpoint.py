@@ -73,3 +73,10 @@ def test_unknown_config_field(small_model, tmp_path):
     torch.save(blob, path)
     with pytest.raises(CheckpointError, match="config this toyenv cannot read"):
         load_checkpoint(path)
+
+
+def test_metadata_must_be_json_like(small_model, tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", small_model, version=torch.__version__)  # a str subclass: stored as str
+    assert load_checkpoint(path)[2] == {"version": str(torch.__version__)}
+    with pytest.raises(TypeError, match="JSON-like"):
+        save_checkpoint(tmp_path / "bad.pt", small_model, config=GPTConfig())

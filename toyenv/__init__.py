@@ -10,8 +10,22 @@ from .model import GPT, GPTConfig, token_logprobs
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from .utils import device, seed_everything
 
+
+def load_base(map_location=None):
+    """The course's shipped base model: `(model, tokenizer)`, in eval mode on `map_location` (default: `device()`).
+
+    A tiny GPT pretrained on both toy tasks under both rules (see `toyenv.pretrain`, which rebuilds it);
+    its measured metrics are in `toyenv/data/base_metrics.json` and in `load_checkpoint(...)[2]`.
+    """
+    from .pretrain import BASE_PATH
+
+    if not BASE_PATH.exists():
+        raise CheckpointError(f"the base model {BASE_PATH} is missing; rebuild it with `python -m toyenv.pretrain`")
+    model, tokenizer, _ = load_checkpoint(BASE_PATH, map_location=map_location or device())
+    return model, tokenizer
+
 __all__ = [
     "GPT", "GPTConfig", "token_logprobs", "Tokenizer", "PAD_ID", "BOS_ID", "EOS_ID",
-    "save_checkpoint", "load_checkpoint", "CheckpointError", "seed_everything", "device",
+    "load_base", "save_checkpoint", "load_checkpoint", "CheckpointError", "seed_everything", "device",
 ]
 __version__ = "0.1.0"

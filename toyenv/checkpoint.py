@@ -6,6 +6,7 @@ A checkpoint is a plain dict of tensors, numbers and strings, so it loads with
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,10 @@ def save_checkpoint(path: str | Path, model: GPT, tokenizer: Tokenizer | None = 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     state.pop("lm_head.weight", None)  # tied to wte: store once, re-tied on load
+    try:  # plain JSON types only, or weights_only loading would refuse the file (e.g. torch.__version__)
+        meta = json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"checkpoint metadata must be JSON-like (numbers, strings, lists, dicts): {e}") from None
     blob = {
         "format": FORMAT,
         "config": dataclasses.asdict(model.config),

@@ -103,3 +103,22 @@ def _check_token_logprobs(fn) -> Verdict:
             return _fail(f"some values are positive (max {out.max().item():.3f}), but log-probabilities are <= 0.")
         return _fail(f"values differ from log_softmax(logits[:, :-1]).gather(tokens[:, 1:]) by up to {diff:.3g}.")
     return Verdict("PASS", "matches log_softmax(logits[:, :-1]) gathered at tokens[:, 1:] on 3 random batches.")
+
+
+@register("card_value")
+def _check_card_value(fn) -> Verdict:
+    """fn(card: str, face_card_rule: str) -> int, as toyenv.envs.general_points.card_value."""
+    from toyenv.envs.general_points import CARDS, card_value
+
+    for rule in ("ten", "ranked"):
+        for card in CARDS:
+            want, got = card_value(card, rule), fn(card, rule)
+            if isinstance(got, bool) or not isinstance(got, (int, float)) or got != want:
+                hint = ""
+                if card == "A":
+                    hint = " An ace counts as 1."
+                elif card in ("J", "Q", "K"):
+                    hint = (" Under 'ten' every face card counts 10." if rule == "ten"
+                            else " Under 'ranked' J=11, Q=12, K=13.")
+                return _fail(f"card {card!r} under rule {rule!r} should be worth {want}, you returned {got!r}.{hint}")
+    return Verdict("PASS", "all 13 cards are valued correctly under both rules.")

@@ -1,0 +1,142 @@
+"""Build the course's base model: `python -m toyenv.pretrain`.
+
+Real post-training starts from a pretrained LLM that is decent at many things and
+great at none. The course's stand-in is a tiny GPT trained with SFT on a mixture of
+both toy tasks under *both* of their rules, the rule stated in each prompt:
+
+    GeneralPoints, J/Q/K = 10 (ID)      GeneralPoints, J=11 Q=12 K=13 (OOD)
+    Navigation, absolute turns (ID)     Navigation, relative turns (OOD)
+
+Training stops early, on purpose, so the base model has partial skill everywhere:
+improvable in distribution, mediocre out of distribution, which is where Chu et al.
+(2025) start. Everything is seeded; the same machine and PyTorch build give the same
+weights. The checkpoint and its measured metrics land in `toyenv/data/`, where
+`toyenv.load_base()` finds them, and a test recomputes the metrics from the weights.
+
+    python -m toyenv.pretrain                 # rebuild toyenv/data/base.pt and base_metrics.json
+    python -m toyenv.pretrain --out /tmp/b    # somewhere else
+    python -m toyenv.pretrain --eval-only     # re-measure the shipped checkpoint
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .envs import general_points as gp
+from .envs import navigation as nav
+from .model import GPT, GPTConfig
+from .tokenizer import Tokenizer
+from .train import SFTConfig, sft
+from .utils import seed_everything
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+BASE_PATH = DATA_DIR / "base.pt"
+METRICS_PATH = DATA_DIR / "base_metrics.json"
+EVAL_SEED = 0  # evaluation deals/routes; training data uses seeds >= 100 (disjoint streams)
+EVAL_EPISODES = 500
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    # (prompt, answer) pairs per component. Navigation counts routes; each yields ~6-12 step examples.
+    # About half the training tokens go to each game (a navigation example is twice as long), split evenly
+    # between the two rules: each rule ends up partly learned.
+    gp_ten: int = 14_000
+    gp_ranked: int = 14_000
+    nav_absolute: int = 1_000
+    nav_relative: int = 1_000
+    # A constant learning rate after warmup (min_lr_ratio=1): the weights after k steps do not depend on
+    # max_steps, so the stopping step could be chosen from one long run's evaluations.
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(
+        max_steps=1750, batch_size=64, learning_rate=1e-3, warmup_steps=100, min_lr_ratio=1.0, seed=0))
+    model: GPTConfig = field(default_factory=GPTConfig)
+
+
+def mixture(cfg: PretrainConfig) -> list[tuple[str, str]]:
+    """The pretraining data: every component's expert pairs, shuffled together (seeded)."""
+    data = (
+        gp.expert_dataset(cfg.gp_ten, "ten", seed=100 + cfg.seed)
+        + gp.expert_dataset(cfg.gp_ranked, "ranked", seed=200 + cfg.seed)
+        + nav.expert_dataset(cfg.nav_absolute, "absolute", seed=300 + cfg.seed)
+        + nav.expert_dataset(cfg.nav_relative, "relative", seed=400 + cfg.seed)
+    )
+    random.Random(cfg.seed).shuffle(data)
+    return data
+
+
+def measure(model: GPT, tokenizer: Tokenizer, n_episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED) -> dict:
+    """Greedy ID/OOD metrics on held-out episodes: the numbers the base model's JSON records."""
+    r = {
+        "general_points_ten": gp.evaluate(model, tokenizer, "ten", n_episodes=n_episodes, seed=seed)["accuracy"],
+        "general_points_ranked": gp.evaluate(model, tokenizer, "ranked", n_episodes=n_episodes, seed=seed)["accuracy"],
+    }
+    for kind in ("absolute", "relative"):
+        m = nav.evaluate(model, tokenizer, kind, n_episodes=n_episodes, seed=seed)
+        r[f"navigation_{kind}_per_step"] = m["per_step_accuracy"]
+        r[f"navigation_{kind}_route_success"] = m["route_success"]
+    return {k: round(v, 4) for k, v in r.items()}
+
+
+def pretrain(cfg: PretrainConfig | None = None, progress: bool = True) -> GPT:
+    """Train a fresh GPT on the mixture; deterministic given `cfg.seed` on a given machine and torch build."""
+    cfg = cfg or PretrainConfig()
+    seed_everything(cfg.seed)
+    data = mixture(cfg)
+    model = GPT(cfg.model)
+    sft(model, data, cfg.sft, progress=progress, desc="pretraining the base model")
+    return model
+
+
+def save_base(model: GPT, cfg: PretrainConfig, train_seconds: float, out: Path = DATA_DIR,
+              episodes: int = EVAL_EPISODES) -> dict:
+    """Measure `model` and write `out/base.pt` plus `out/base_metrics.json`; returns the metadata."""
+    tok = Tokenizer()
+    meta = {
+        "metrics": measure(model, tok, episodes),
+        "eval": {"seed": EVAL_SEED, "episodes": episodes, "decoding": "greedy"},
+        "train": {"seconds": round(train_seconds, 1), "config": asdict(cfg)},
+        "built_with": {"torch": str(torch.__version__), "python": platform.python_version(),
+                       "threads": torch.get_num_threads(), "machine": platform.machine()},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "base.pt", model, tok, **meta)
+    (out / "base_metrics.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m toyenv.pretrain", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=DATA_DIR, help="folder for base.pt and base_metrics.json")
+    ap.add_argument("--steps", type=int, default=None, help="override the number of SFT steps")
+    ap.add_argument("--eval-only", action="store_true", help="measure the checkpoint in --out, do not train")
+    ap.add_argument("--episodes", type=int, default=EVAL_EPISODES, help="held-out episodes per metric")
+    args = ap.parse_args(argv)
+
+    if args.eval_only:
+        model, tok, _ = load_checkpoint(args.out / "base.pt")
+        print(json.dumps(measure(model, tok, args.episodes), indent=2))
+        return 0
+    cfg = PretrainConfig()
+    if args.steps:
+        cfg.sft.max_steps = args.steps
+    t0 = time.perf_counter()
+    model = pretrain(cfg)
+    train_s = time.perf_counter() - t0
+    meta = save_base(model, cfg, train_s, args.out, args.episodes)
+    print(json.dumps(meta["metrics"], indent=2))
+    path = args.out / "base.pt"
+    print(f"trained in {train_s / 60:.1f} min; wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and base_metrics.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
