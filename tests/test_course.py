@@ -9,7 +9,7 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from toyenv.course import CHECKS, check
+from toyenv.course import CHECKS, check, run_check
 from toyenv.course import notebooks as nbs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,16 +88,18 @@ def _ref(logits, tokens):
     (lambda l, t: 1 / 0, "FAIL", "ZeroDivisionError"),
 ])
 def test_token_logprobs_checker_says_what_is_wrong(fn, status, words, capsys):
-    verdict = check("token_logprobs", fn)
+    verdict = run_check("token_logprobs", fn)
     assert verdict.status == status and words in verdict.message
-    assert capsys.readouterr().out.startswith(f"{status} token_logprobs: ")
+    assert check("token_logprobs", fn) is None
+    assert capsys.readouterr().out == verdict.line("token_logprobs") + "\n"
 
 
 def test_unattempted_exercise_is_todo(capsys):
     def stub(logits, tokens):
         raise NotImplementedError()
-    assert check("token_logprobs", stub).status == "TODO"
-    assert "not attempted" in capsys.readouterr().out
+    assert run_check("token_logprobs", stub).status == "TODO"
+    check("token_logprobs", stub)
+    assert capsys.readouterr().out.startswith("TODO token_logprobs: not attempted")
     with pytest.raises(KeyError, match="no checker named"):
         check("nope", stub)
 
@@ -126,3 +128,19 @@ def test_every_check_call_in_solutions_names_a_registered_checker():
         for cell in nbformat.read(path, as_version=4).cells:
             for name in nbs.CHECK_CALL.findall(cell.source):
                 assert name in CHECKS, f"{path.name} calls unknown checker {name!r}"
+
+
+@pytest.mark.parametrize("fn, words", [
+    (lambda c, r: 1 if c == "A" else 10 if c in "JQK" else int(c), "Under 'ranked' J=11"),
+    (lambda c, r: 0 if c == "A" else 10 if c in "JQK" else int(c), "ace counts as 1"),
+    (lambda c, r: {"A": 1, "J": 11, "Q": 12, "K": 13}[c] if c in "AJQK" else int(c), "Under 'ten' every face card"),
+    (lambda c, r: str(c), "returned 'A'"),
+])
+def test_card_value_checker_says_what_is_wrong(fn, words):
+    verdict = run_check("card_value", fn)
+    assert verdict.status == "FAIL" and words in verdict.message, verdict.message
+
+
+def test_card_value_checker_passes_the_reference():
+    from toyenv.envs.general_points import card_value
+    assert run_check("card_value", card_value).status == "PASS"

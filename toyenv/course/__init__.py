@@ -8,6 +8,6 @@ prints a one-line verdict in words. From a shell::
     python -m toyenv.course grade NB.ipynb   # run a learner's notebook, print one row per exercise
     python -m toyenv.course refresh          # re-run solutions/, store the outputs nbval compares
 """
-from .checks import CHECKS, Verdict, check
+from .checks import CHECKS, Verdict, check, run_check
 
-__all__ = ["check", "CHECKS", "Verdict"]
+__all__ = ["check", "run_check", "CHECKS", "Verdict"]

@@ -1,6 +1,6 @@
 """Exercise checkers: each compares a learner's function with toyenv's reference.
 
-A checker returns a `Verdict`; `check(name, fn)` runs it and prints one line:
+A checker returns a `Verdict`; `check(name, fn)` runs it and prints one line (`run_check` returns it):
 
     PASS token_logprobs: matches the reference on 3 random batches.
     FAIL token_logprobs: expected shape (4, 9), got (4, 10): drop the last position's logits ...
@@ -40,19 +40,25 @@ def register(name: str):
     return deco
 
 
-def check(name: str, fn: Callable) -> Verdict:
-    """Run the checker `name` on the learner's `fn`, print its one-line verdict and return it."""
+def run_check(name: str, fn: Callable) -> Verdict:
+    """Run the checker `name` on the learner's `fn` and return its verdict (prints nothing)."""
     if name not in CHECKS:
         raise KeyError(f"no checker named {name!r}; known: {sorted(CHECKS)}")
     try:
-        verdict = CHECKS[name](fn)
+        return CHECKS[name](fn)
     except NotImplementedError:
-        verdict = Verdict("TODO", "not attempted yet (the function still raises NotImplementedError).")
+        return Verdict("TODO", "not attempted yet (the function still raises NotImplementedError).")
     except Exception as e:  # the learner's code crashed: say where, in one line
         frame = traceback.extract_tb(e.__traceback__)[-1]
-        verdict = Verdict("FAIL", f"your function raised {type(e).__name__}: {e} (line {frame.lineno}: {frame.line!r}).")
-    print(verdict.line(name))
-    return verdict
+        return Verdict("FAIL", f"your function raised {type(e).__name__}: {e} (line {frame.lineno}: {frame.line!r}).")
+
+
+def check(name: str, fn: Callable) -> None:
+    """Print the one-line verdict of checker `name` on the learner's `fn` (the notebooks' check cells).
+
+    Returns None so that a check cell shows only the verdict line; use `run_check` for the Verdict object.
+    """
+    print(run_check(name, fn).line(name))
 
 
 def _fail(msg: str) -> Verdict:
