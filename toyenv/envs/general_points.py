@@ -61,6 +61,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from toyenv.envs._sampling import sampling_generator
 from toyenv.tokenizer import CHARACTERS, EOS_ID, PAD_ID
 
 __all__ = [
@@ -636,13 +637,7 @@ def evaluate(model: Any, tokenizer: Any, face_card_rule: str = "ten", n_episodes
     hands = eval_hands(n_episodes, face_card_rule, seed, target)
     prompts = [make_prompt(h, face_card_rule, target) for h in hands]
 
-    device = None
-    if hasattr(model, "parameters"):
-        try:
-            device = next(iter(model.parameters())).device
-        except (StopIteration, TypeError):
-            device = None
-    generator = None if greedy else torch.Generator(device=device or "cpu").manual_seed(seed)
+    generator = sampling_generator(model, greedy, seed)
     was_training = getattr(model, "training", None)
     if was_training and hasattr(model, "eval"):
         model.eval()

@@ -87,6 +87,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from toyenv.envs._sampling import sampling_generator
 from toyenv.tokenizer import CHARACTERS
 
 __all__ = [
@@ -500,7 +501,7 @@ def evaluate(
     flat = [(e, s) for e, ep in enumerate(episodes) for s in ep]
     encoded = [tokenizer.encode(s.prompt, bos=True) for _, s in flat]
     completions: list[str] = []
-    generator = None if greedy else torch.Generator().manual_seed(int(seed))
+    generator = sampling_generator(model, greedy, seed)
     was_training = getattr(model, "training", None)
     if hasattr(model, "eval"):
         model.eval()
