@@ -5,6 +5,7 @@ tasks the course post-trains it on. Importing toyenv registers the gymnasium
 environments ``toyenv/GeneralPoints-v0`` and ``toyenv/Navigation-v0``.
 """
 from . import envs  # noqa: F401  (registers the gymnasium environments)
+from . import kl  # noqa: F401
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .model import GPT, GPTConfig, token_logprobs
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer

@@ -1,0 +1,138 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+from toyenv import GPT, GPTConfig, seed_everything, token_logprobs
+from toyenv.kl import estimator, exact_categorical, k1, k2, k3, per_token_kl, reduce_kl, sequence_kl
+
+
+def _gauss_logpdf(x, mu):
+    return -0.5 * (x - mu) ** 2 - 0.5 * math.log(2 * math.pi)
+
+
+@pytest.fixture(scope="module")
+def gaussian_samples():
+    """x ~ P = N(0, 1); Q = N(1, 1); KL(P‖Q) = 0.5 exactly."""
+    x = torch.randn(400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return _gauss_logpdf(x, 0.0), _gauss_logpdf(x, 1.0)
+
+
+@pytest.mark.parametrize("fn", [k1, k3])
+def test_k1_k3_unbiased_on_gaussians(fn, gaussian_samples):
+    est = fn(*gaussian_samples)
+    stderr = est.std().item() / math.sqrt(est.numel())
+    assert abs(est.mean().item() - 0.5) < 4 * stderr
+
+
+def test_k2_bias_matches_closed_form(gaussian_samples):
+    # log Q − log P = x − 1/2 here, so E[k2] = ½ E[(x − ½)²] = ½ (1 + ¼) = 0.625: biased by +25% (Schulman's table).
+    est = k2(*gaussian_samples)
+    assert est.mean().item() == pytest.approx(0.625, abs=4 * est.std().item() / math.sqrt(est.numel()))
+
+
+def test_variances_order_as_in_schulmans_note(gaussian_samples):
+    assert k3(*gaussian_samples).std() < k1(*gaussian_samples).std()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(-50, 50), st.floats(-50, 50))
+def test_k2_k3_never_negative(lp, lq):
+    logp, logq = torch.tensor(lp, dtype=torch.float64), torch.tensor(lq, dtype=torch.float64)
+    assert k3(logp, logq).item() >= 0 and k2(logp, logq).item() >= 0
+    assert k1(logp, logp).item() == k2(logp, logp).item() == k3(logp, logp).item() == 0
+
+
+def test_estimator_by_name():
+    assert estimator("k3") is k3
+    with pytest.raises(ValueError, match=r"kl_estimator must be one of \('k1', 'k2', 'k3'\), got 'k4'"):
+        estimator("k4")
+
+
+def test_exact_categorical_by_hand_and_against_kl_div():
+    p, q = torch.tensor([0.5, 0.25, 0.25]), torch.tensor([0.25, 0.25, 0.5])
+    hand = 0.5 * math.log(2) + 0 + 0.25 * math.log(0.5)
+    assert exact_categorical(p.log(), q.log()).item() == pytest.approx(hand)
+    g = torch.Generator().manual_seed(1)
+    pl, ql = torch.randn(4, 6, 11, generator=g), torch.randn(4, 6, 11, generator=g)
+    # F.kl_div(input, target) = KL(target ‖ input): the order is the opposite of the math notation.
+    ref = F.kl_div(torch.log_softmax(ql, -1), torch.log_softmax(pl, -1), log_target=True, reduction="none").sum(-1)
+    torch.testing.assert_close(exact_categorical(pl, ql), ref)
+    assert (exact_categorical(pl, ql) >= 0).all() and torch.allclose(exact_categorical(pl, pl), torch.zeros(4, 6))
+    assert exact_categorical(torch.tensor([0.0, float("-inf")]), torch.tensor([0.0, 0.0])).item() == pytest.approx(math.log(2))
+
+
+def _expected_grad(kl_estimator, theta0, ref_logits):
+    """E_{x~π_θ}[∇_θ k(x)] with the sample treated as fixed (what autograd does), by exact enumeration."""
+    theta = theta0.clone().requires_grad_(True)
+    logp = torch.log_softmax(theta, -1)
+    logq = torch.log_softmax(ref_logits, -1)
+    weights = logp.exp().detach()  # the sampling distribution carries no gradient
+    (weights * estimator(kl_estimator)(logp, logq)).sum().backward()
+    return theta.grad
+
+
+def _grad_of(fn, theta0):
+    theta = theta0.clone().requires_grad_(True)
+    fn(theta).backward()
+    return theta.grad
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradient_identities(seed):
+    g = torch.Generator().manual_seed(seed)
+    theta, ref = torch.randn(7, generator=g, dtype=torch.float64), torch.randn(7, generator=g, dtype=torch.float64)
+    reverse = _grad_of(lambda t: exact_categorical(t, ref), theta)  # ∇ KL(π_θ ‖ ref)
+    forward = _grad_of(lambda t: exact_categorical(ref, t), theta)  # ∇ KL(ref ‖ π_θ)
+    torch.testing.assert_close(_expected_grad("k1", theta, ref), torch.zeros(7, dtype=torch.float64))
+    torch.testing.assert_close(_expected_grad("k2", theta, ref), reverse)
+    torch.testing.assert_close(_expected_grad("k3", theta, ref), forward)
+    assert not torch.allclose(reverse, forward)
+
+
+def test_per_token_and_reduction():
+    logp = torch.tensor([[0.0, -1.0, -2.0, -3.0]])
+    logq = torch.tensor([[0.0, -2.0, -2.5, -1.0]])
+    mask = torch.tensor([[False, True, True, False]])
+    per_tok = per_token_kl(logp, logq, mask, "k1")
+    assert per_tok.tolist() == [[0.0, 1.0, 0.5, 0.0]]
+    assert reduce_kl(per_tok, mask, "sum").tolist() == [1.5]
+    assert reduce_kl(per_tok, mask, "mean").tolist() == [0.75]
+    assert reduce_kl(per_tok, mask, "none").shape == (1, 4)
+    with pytest.raises(ValueError, match="reduction"):
+        reduce_kl(per_tok, mask, "max")
+
+
+def test_sequence_kl_on_models(tok):
+    seed_everything(0)
+    cfg = GPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=32)
+    policy, ref = GPT(cfg), GPT(cfg)
+    prompts = [tok.encode("reverse ab:", bos=True), tok.encode("hi", bos=True)]
+    tokens, mask = policy.generate(prompts, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(sequence_kl(ref, ref, tokens, mask, "k3"), torch.zeros(2))
+    kl = sequence_kl(policy, ref, tokens, mask, "k1", "sum")
+    hand = ((token_logprobs(policy, tokens) - token_logprobs(ref, tokens)) * mask).sum(-1)
+    torch.testing.assert_close(kl, hand)
+    mean = sequence_kl(policy, ref, tokens, mask, "k1", "mean")
+    torch.testing.assert_close(mean, hand / mask.sum(-1))
+    kl.sum().backward()  # gradients reach the policy only
+    assert policy.lm_head.weight.grad is not None and ref.lm_head.weight.grad is None
+
+
+def test_k1_on_sampled_tokens_estimates_the_exact_next_token_kl(tok):
+    """Average k1 over many one-token samples from the policy ≈ exact KL of the next-token distributions."""
+    seed_everything(1)
+    cfg = GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32)
+    policy, ref = GPT(cfg), GPT(cfg)
+    with torch.no_grad():
+        policy.lm_head.weight.mul_(20)  # make the two next-token distributions clearly different
+    prompt = tok.encode("abc", bos=True)
+    tokens, mask = policy.generate([prompt] * 20_000, 1, eos_id=None, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        est = sequence_kl(policy, ref, tokens, mask, "k1")
+        x = torch.tensor([prompt])
+        exact = exact_categorical(policy(x)[0, -1], ref(x)[0, -1]).item()
+    assert exact > 0.1
+    assert abs(est.mean().item() - exact) < 4 * est.std().item() / math.sqrt(est.numel())

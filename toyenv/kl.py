@@ -1,0 +1,114 @@
+"""KL divergence: exact values and the Monte-Carlo estimators RLHF code uses.
+
+KL(P ‖ Q) = E_{x~P}[log P(x) − log Q(x)]. In RLHF, P is the policy being trained,
+Q the frozen reference model, and the samples are the policy's own completions, so
+only log P and log Q *at the sampled tokens* are available. Schulman's note
+("Approximating KL divergence", 2020) gives three per-sample estimators, written
+here with r = Q(x)/P(x) and log r = log Q − log P:
+
+    k1 = −log r                 unbiased, high variance, negative on many samples
+    k2 = ½ (log r)²             biased (low bias when P ≈ Q), low variance, ≥ 0
+    k3 = (r − 1) − log r        unbiased, low variance, ≥ 0 on every sample
+
+Each takes `logp` (log P at the samples) and `logq` (log Q at the same samples)
+and returns one estimate per sample; average them for the estimate of KL(P ‖ Q).
+`kl_estimator="k1"|"k2"|"k3"` selects one by name, as in TRL.
+
+What these estimators do as a *loss* is a different question (autograd treats the
+samples as fixed): the gradient of E[k1] is zero in expectation, k2's is the
+gradient of the reverse KL(P ‖ Q), and k3's is the gradient of the forward
+KL(Q ‖ P). Notebook 02 shows it numerically.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+REDUCTIONS = ("sum", "mean", "none")
+
+
+def k1(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """log P − log Q per sample. Unbiased for KL(P‖Q); high variance (often negative on single samples)."""
+    return logp - logq
+
+
+def k2(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """½ (log Q − log P)² per sample. Biased (the bias grows with the divergence); low variance; never negative."""
+    return 0.5 * (logq - logp) ** 2
+
+
+def k3(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """(r − 1) − log r with r = Q/P, per sample. Unbiased for KL(P‖Q); low variance; never negative."""
+    log_r = logq - logp
+    # expm1 keeps r − 1 accurate when r ≈ 1 (the common case: the policy is near its reference).
+    return torch.expm1(log_r) - log_r
+
+
+ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"k1": k1, "k2": k2, "k3": k3}
+
+
+def estimator(kl_estimator: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The estimator function named `kl_estimator` ("k1", "k2" or "k3")."""
+    try:
+        return ESTIMATORS[kl_estimator]
+    except (KeyError, TypeError):
+        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}") from None
+
+
+def exact_categorical(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """Exact KL(P ‖ Q) between categorical distributions given by logits, over the last axis.
+
+    Σ_i p_i (log p_i − log q_i), with p = softmax(p_logits), q = softmax(q_logits). Categories with p_i = 0
+    contribute 0; a category with p_i > 0 and q_i = 0 makes the divergence +inf.
+    """
+    logp = torch.log_softmax(p_logits, dim=-1)
+    logq = torch.log_softmax(q_logits, dim=-1)
+    p = logp.exp()
+    terms = torch.where(p > 0, p * (logp - logq), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+def per_token_kl(
+    logp: torch.Tensor, logq: torch.Tensor, mask: torch.Tensor | None = None, kl_estimator: str = "k1"
+) -> torch.Tensor:
+    """Per-token KL estimates (B, T) from per-token log-probs of the sampled tokens; 0 where `mask` is False."""
+    est = estimator(kl_estimator)(logp, logq)
+    return est if mask is None else est * mask.to(est.dtype)
+
+
+def reduce_kl(per_token: torch.Tensor, mask: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """Per-sequence KL (B,) from per-token estimates: "sum" over generated tokens (sequence-level KL of the
+    completion), "mean" per generated token, or "none" to keep (B, T)."""
+    if reduction == "none":
+        return per_token * mask.to(per_token.dtype)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    total = (per_token * mask.to(per_token.dtype)).sum(-1)
+    if reduction == "sum":
+        return total
+    return total / mask.sum(-1).clamp(min=1)
+
+
+def sequence_kl(
+    policy: torch.nn.Module,
+    ref: torch.nn.Module,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    kl_estimator: str = "k1",
+    reduction: str = "sum",
+) -> torch.Tensor:
+    """KL(π_policy ‖ π_ref) estimated on sampled completions, what the RLHF penalty measures.
+
+    `tokens` and `mask` are what `policy.generate` returned (mask = generated positions). Both models score the
+    same tokens (the reference under no_grad, so gradients flow only into the policy); each generated token gets
+    the chosen estimator, and the result is summed per sequence ("sum": the sequence-level KL, since
+    log π(y|x) = Σ_t log π(y_t|x, y_<t)), averaged per token ("mean"), or kept per token ("none", (B, T)).
+    """
+    from .model import token_logprobs
+
+    logp = token_logprobs(policy, tokens)
+    with torch.no_grad():
+        logq = token_logprobs(ref, tokens)
+    return reduce_kl(per_token_kl(logp, logq, mask, kl_estimator), mask, reduction)
