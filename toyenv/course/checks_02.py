@@ -1,0 +1,93 @@
+"""Checkers for notebook 02_kl_estimators."""
+from __future__ import annotations
+
+import torch
+
+from .checks import Verdict, _as_tensor, _fail, register
+
+# The bug hunt's snippets and what each one really computes (keys of KL_BUG_HUNT_OPTIONS).
+KL_BUG_HUNT_OPTIONS = {
+    "reverse": "the reverse KL(policy || ref), summed over tokens, averaged over the batch",
+    "forward": "the forward KL(ref || policy)",
+    "zero": "exactly zero, whatever the models",
+    "nan": "NaN",
+    "scaled": "the reverse KL divided by (sequence length x vocabulary size)",
+}
+KL_BUG_HUNT_ANSWERS = {"A": "zero", "B": "nan", "C": "forward", "D": "scaled", "E": "reverse"}
+
+
+@register("k3")
+def _check_k3(fn) -> Verdict:
+    """fn(logp, logq) -> (r - 1) - log r per sample, r = exp(logq - logp)."""
+    from toyenv.kl import k1, k2, k3
+
+    g = torch.Generator().manual_seed(0)
+    logp, logq = torch.randn(50, generator=g, dtype=torch.float64) - 2, torch.randn(50, generator=g, dtype=torch.float64) - 2
+    out, bad = _as_tensor(fn(logp.clone(), logq.clone()), "k3")
+    if bad:
+        return bad
+    ref = k3(logp, logq)
+    if out.shape != ref.shape:
+        return _fail(f"expected one estimate per sample, shape {tuple(ref.shape)}, got {tuple(out.shape)} (no averaging here).")
+    out = out.detach().double()
+    if torch.allclose(out, ref, atol=1e-8):
+        return Verdict("PASS", "matches (r - 1) - log r with r = Q/P on 50 random samples; never negative.")
+    if torch.allclose(out, k3(logq, logp), atol=1e-8):
+        return _fail("you used r = P/Q; Schulman's r is Q/P (the reference over the sampling distribution).")
+    if torch.allclose(out, k1(logp, logq), atol=1e-8):
+        return _fail("this is k1 = log P - log Q; k3 adds (r - 1) to it.")
+    if torch.allclose(out, k2(logp, logq), atol=1e-8):
+        return _fail("this is k2 = (log r)^2 / 2, not k3.")
+    if (out < -1e-12).any():
+        return _fail(f"k3 is never negative, but you returned {out.min().item():.4f} for some sample.")
+    return _fail(f"values differ from (r - 1) - log r by up to {(out - ref).abs().max().item():.3g}.")
+
+
+@register("masked_kl")
+def _check_masked_kl(fn) -> Verdict:
+    """fn(logp, ref_logp, mask) -> (B,) sum over generated tokens of logp - ref_logp (k1)."""
+    g = torch.Generator().manual_seed(1)
+    B, T = 4, 9
+    logp = -torch.rand(B, T, generator=g) * 3
+    ref_logp = -torch.rand(B, T, generator=g) * 3
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    for b, (start, n) in enumerate([(3, 4), (5, 4), (2, 2), (4, 5)]):
+        mask[b, start : start + n] = True
+    out, bad = _as_tensor(fn(logp.clone(), ref_logp.clone(), mask.clone()), "masked_kl")
+    if bad:
+        return bad
+    diff = logp - ref_logp
+    ref = (diff * mask).sum(-1)
+    if out.shape != ref.shape:
+        hint = " Sum over the time axis: one number per sequence." if tuple(out.shape) == (B, T) else ""
+        return _fail(f"expected shape {tuple(ref.shape)} (one KL per sequence), got {tuple(out.shape)}.{hint}")
+    out = out.detach().float()
+    if torch.allclose(out, ref, atol=1e-5):
+        return Verdict("PASS", "sums log pi - log pi_ref over the generated tokens only, one value per sequence.")
+    if torch.allclose(out, diff.sum(-1), atol=1e-5):
+        return _fail("the prompt and padding positions are included: multiply by the mask before summing.")
+    if torch.allclose(out, ref / mask.sum(-1), atol=1e-5):
+        return _fail("this is the per-token average; the sequence-level KL is the sum over generated tokens.")
+    if torch.allclose(out, -ref, atol=1e-5):
+        return _fail("sign flipped: the estimate is log pi - log pi_ref (policy minus reference).")
+    return _fail(f"values differ from the masked sum by up to {(out - ref).abs().max().item():.3g}.")
+
+
+@register("kl_bug_hunt")
+def _check_bug_hunt(answers) -> Verdict:
+    """`answers` is a dict snippet -> option key; the checker gets the dict itself, not a function."""
+    if callable(answers):
+        answers = answers()
+    if not isinstance(answers, dict):
+        return _fail(f"expected a dict like {{'A': 'zero', ...}}, got {type(answers).__name__}.")
+    missing = sorted(set(KL_BUG_HUNT_ANSWERS) - set(answers))
+    if missing:
+        return _fail(f"no answer yet for snippet(s) {', '.join(missing)}.")
+    unknown = {k: v for k, v in answers.items() if v not in KL_BUG_HUNT_OPTIONS}
+    if unknown:
+        return _fail(f"{unknown} is not one of the options {sorted(KL_BUG_HUNT_OPTIONS)}.")
+    wrong = sorted(k for k, v in KL_BUG_HUNT_ANSWERS.items() if answers[k] != v)
+    if wrong:
+        return _fail(f"{len(wrong)} of {len(KL_BUG_HUNT_ANSWERS)} wrong: snippet(s) {', '.join(wrong)}. "
+                     "Run them in the next cells and look at what F.kl_div expects for input and target.")
+    return Verdict("PASS", "all five snippets identified.")
