@@ -1,0 +1,71 @@
+"""Wall time of one RL step (sample + score + update) on the shipped base model.
+
+    python -m benchmarks.rl_step [--prompts 8] [--generations 8] [--steps 10] [--algorithm grpo]
+
+Runs `toyenv.rl.train` on GeneralPoints (verifier reward) with a KL penalty to the base model, and prints the
+median step time with its phases: sampling (KV cache), scoring, and the rest (old/reference log-probs,
+advantages, the update). The first step is a warm-up and is not counted.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+
+import toyenv
+from toyenv import rl
+
+from .generate import machine
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--generations", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--algorithm", default="grpo", choices=rl.ALGORITHMS)
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    args = ap.parse_args()
+
+    base, tok = toyenv.load_base()
+    policy = copy.deepcopy(base)
+    task = rl.general_points_task("ten")
+    phases = {"sample": [], "score": []}
+    original = rl.rollout
+
+    def timed_rollout(*a, **k):
+        ro = original(*a, **k)
+        phases["sample"].append(ro.gen_seconds)
+        phases["score"].append(ro.score_seconds)
+        return ro
+
+    rl.rollout = timed_rollout  # record the phases without changing the trainer
+    try:
+        cfg = rl.RLConfig(algorithm=args.algorithm, max_steps=args.steps + 1, num_prompts=args.prompts,
+                          num_generations=args.generations, max_new_tokens=args.max_new_tokens, beta=0.05,
+                          learning_rate=1e-5)
+        t0 = time.perf_counter()
+        h = rl.train(policy, base, task, cfg, tok, progress=False)
+        total = time.perf_counter() - t0
+    finally:
+        rl.rollout = original
+    step = statistics.median(h["seconds"][1:])
+    sample = statistics.median(phases["sample"][1:])
+    score = statistics.median(phases["score"][1:])
+    print(f"machine: {machine()}, device {policy.device}")
+    print(f"{args.algorithm}: {cfg.batch_size} rollouts per step ({args.prompts} prompts x {args.generations}), "
+          f"<= {args.max_new_tokens} new tokens, mean completion {statistics.mean(h['length']):.1f} tokens; "
+          f"median of {args.steps} steps after a warm-up ({total:.1f} s in all)\n")
+    print(f"| {'phase':<34} | {'ms':>7} |")
+    print(f"|{'-' * 36}|{'-' * 9}|")
+    print(f"| {'sample (KV cache)':<34} | {1000 * sample:7.0f} |")
+    print(f"| {'score (verifier)':<34} | {1000 * score:7.0f} |")
+    print(f"| {'log-probs, reference, update':<34} | {1000 * (step - sample - score):7.0f} |")
+    print(f"| {'one RL step':<34} | {1000 * step:7.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""toyenv.rl: advantages, the clipped objective, the KL controller, rollouts and short training runs."""
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from toyenv import GPT, GPTConfig, Tokenizer, load_base
+from toyenv import rl
+from toyenv.kl import k3
+from toyenv.rl import AdaptiveKLController, RLConfig, Task, advantages, clipped_objective
+
+
+# ----------------------------------------------------------------------------------------- advantages
+def test_reinforce_advantages_are_the_rewards():
+    R = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    assert torch.equal(advantages(R, "reinforce"), R)
+    assert torch.allclose(advantages(R, "reinforce_baseline"), R - 0.625)
+
+
+def test_rloo_leave_one_out_by_hand():
+    R = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])  # two groups of 3
+    want = torch.tensor([1 - 4.0, 2 - 3.5, 6 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0.0])
+    assert torch.allclose(advantages(R, "rloo", num_generations=3), want)
+
+
+def test_grpo_group_normalized_by_hand():
+    R = torch.tensor([1.0, 3.0, 5.0, 2.0, 2.0, 2.0])
+    A = advantages(R, "grpo", num_generations=3)
+    assert torch.allclose(A[:3], torch.tensor([-2.0, 0.0, 2.0]) / (2.0 + 1e-4))  # std (unbiased) of 1,3,5 is 2
+    assert torch.equal(A[3:], torch.zeros(3))  # a group that all scored the same teaches nothing
+    assert torch.allclose(advantages(R, "grpo", 3, scale_rewards=False)[:3], torch.tensor([-2.0, 0.0, 2.0]))
+
+
+def test_ppo_advantages_are_whitened():
+    R = torch.tensor([0.0, 1.0, 2.0, 5.0])
+    A = advantages(R, "ppo")
+    assert abs(A.mean().item()) < 1e-6 and abs(A.std(unbiased=False).item() - 1) < 1e-4
+
+
+@pytest.mark.parametrize("bad", [dict(algorithm="sarsa"), dict(algorithm="rloo", num_generations=1)])
+def test_advantage_errors(bad):
+    with pytest.raises(ValueError):
+        advantages(torch.zeros(4), bad["algorithm"], bad.get("num_generations", 1))
+    with pytest.raises(ValueError):
+        advantages(torch.zeros(5), "grpo", 2)  # 5 rewards do not split into groups of 2
+
+
+# ----------------------------------------------------------------------------------------- PPO clipping
+@pytest.mark.parametrize("adv, ratio, has_grad", [
+    (+1.0, 1.00, True), (+1.0, 1.10, True), (+1.0, 1.30, False), (+1.0, 0.70, True),
+    (-1.0, 1.00, True), (-1.0, 0.90, True), (-1.0, 0.70, False), (-1.0, 1.30, True),
+])
+def test_clipping_table(adv, ratio, has_grad):
+    """Which (advantage, ratio) cells still get a gradient with epsilon = 0.2."""
+    r = torch.tensor(ratio, requires_grad=True)
+    clipped_objective(r, torch.tensor(adv), 0.2).backward()
+    assert (r.grad.abs().item() > 0) == has_grad
+    if has_grad:
+        assert r.grad.item() == pytest.approx(-adv)  # d/dρ of −ρA
+
+
+def test_clipped_value_is_the_pessimistic_one():
+    out = clipped_objective(torch.tensor([1.5, 0.5]), torch.tensor([1.0, -1.0]), 0.2)
+    assert torch.allclose(out, torch.tensor([-1.2, 0.8]))
+
+
+# ----------------------------------------------------------------------------------------- KL controller
+def test_adaptive_kl_controller_rule():
+    c = AdaptiveKLController(init_kl_coef=0.1, target=6.0, horizon=10_000)
+    # KL 3x the target: the error is clipped to +0.2; beta *= 1 + 0.2 * 64 / 10000
+    assert c.update(18.0, 64) == pytest.approx(0.1 * (1 + 0.2 * 64 / 10_000))
+    c = AdaptiveKLController(0.1, 6.0, 10_000)
+    assert c.update(5.4, 100) == pytest.approx(0.1 * (1 - 0.1 * 100 / 10_000))   # 10% below target
+    c = AdaptiveKLController(0.1, 6.0, 10_000)
+    assert c.update(0.0, 100) == pytest.approx(0.1 * (1 - 0.2 * 100 / 10_000))   # clipped at -0.2
+    c = AdaptiveKLController(0.1, 6.0, 1_000)
+    for _ in range(200):
+        c.update(12.0, 100)
+    assert c.value > 0.1 * 1.01 ** 199  # keeps growing while KL stays above target
+    with pytest.raises(ValueError):
+        AdaptiveKLController(0.0, 6.0, 1000)
+
+
+# ----------------------------------------------------------------------------------------- config
+def test_config_defaults_and_errors():
+    assert RLConfig(kl_in="reward").kl_estimator == "k1"
+    assert RLConfig(kl_in="loss").kl_estimator == "k3"
+    assert RLConfig(beta=0.05).kl_coef == 0.05
+    assert RLConfig(num_prompts=4, num_generations=16).batch_size == 64
+    for bad in (dict(algorithm="dqn"), dict(kl_in="both"), dict(kl_estimator="k4"), dict(num_generations=1),
+                dict(max_steps=0), dict(learning_rate=0.0), dict(beta=-1.0), dict(num_minibatches=1000)):
+        with pytest.raises(ValueError):
+            RLConfig(**bad)
+
+
+# ----------------------------------------------------------------------------------------- rollouts and runs
+def _letter_task(letter: str = "1") -> Task:
+    """GeneralPoints prompts; reward 1 when the completion starts with `letter` (trivially learnable)."""
+    gp_task = rl.general_points_task("ten")
+
+    def reward_fn(prompts, completions, infos):
+        return [1.0 if c.startswith(letter) else 0.0 for c in completions]
+
+    return gp_task.with_reward(reward_fn, name=f"starts with {letter}")
+
+
+@pytest.fixture(scope="module")
+def base():
+    model, tok = load_base(map_location="cpu")
+    return model, tok
+
+
+def test_rollout_groups_and_masks(base):
+    model, tok = base
+    cfg = RLConfig(num_prompts=3, num_generations=4, max_new_tokens=12)
+    ro = rl.rollout(model, rl.general_points_task("ten"), tok, cfg, np.random.default_rng(0),
+                    torch.Generator().manual_seed(0))
+    assert len(ro.prompts) == 12 and all(ro.prompts[i] == ro.prompts[i // 4 * 4] for i in range(12))
+    assert len(set(ro.prompts)) == 3
+    assert ro.tokens.shape == ro.mask.shape == ro.attention_mask.shape
+    assert bool((ro.attention_mask | ~ro.mask.bool()).all())  # every generated token is attended
+    assert ro.scores.shape == (12,) and set(ro.scores.tolist()) <= {5.0, -1.0, -2.0, -3.0}
+    # the mask marks exactly the decoded completion
+    assert tok.decode_batch(ro.tokens, mask=ro.mask.bool()) == ro.completions
+
+
+def test_rl_improves_a_trivial_reward_and_is_deterministic(base):
+    model, tok = base
+    cfg = RLConfig(algorithm="rloo", max_steps=12, num_prompts=4, num_generations=4, max_new_tokens=4,
+                   learning_rate=1e-3, seed=0)
+    runs = []
+    for _ in range(2):
+        policy = copy.deepcopy(model)
+        runs.append(rl.train(policy, model, _letter_task("1"), cfg, tok, progress=False))
+    h = runs[0]
+    assert h["reward"] == runs[1]["reward"] and h["kl"] == runs[1]["kl"]  # same seed, same numbers
+    first, last = np.mean(h["reward"][:3]), np.mean(h["reward"][-3:])
+    assert last > first + 0.3, (first, last)
+    assert h["kl"][0] == pytest.approx(0.0, abs=1e-6) and h["kl"][-1] > 0.01  # it moved away from the reference
+    assert len(h["samples"]) == 12 * cfg.log_samples
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce", "reinforce_baseline", "grpo", "ppo"])
+def test_every_algorithm_runs_a_step(base, algorithm):
+    model, tok = base
+    policy = copy.deepcopy(model)
+    cfg = RLConfig(algorithm=algorithm, max_steps=2, num_prompts=2, num_generations=3, max_new_tokens=4,
+                   num_iterations=2 if algorithm == "ppo" else 1, num_minibatches=2 if algorithm == "ppo" else 1,
+                   beta=0.1, kl_in="loss" if algorithm == "grpo" else "reward")
+    length = lambda p, c, i: [len(x) for x in c]  # noqa: E731  (logged, not optimized)
+    h = rl.train(policy, model, _letter_task(), cfg, tok, progress=False, extra_rewards={"chars": length})
+    assert len(h["reward"]) == 2 and all(math.isfinite(x) for x in h["loss"] + h["kl"] + h["entropy"])
+    assert len(h["chars"]) == 2 and all(0 <= x <= 4 for x in h["chars"])
+    assert any(not torch.equal(p, q) for p, q in zip(policy.parameters(), model.parameters()))
+
+
+def test_kl_in_loss_is_zero_and_gradient_free_at_the_reference():
+    """k3 in the loss at policy == reference: value 0 and no gradient (its expected gradient is the forward KL's)."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32))
+    ref = copy.deepcopy(m)
+    tokens = torch.randint(3, 99, (4, 10))
+    attn = torch.ones_like(tokens, dtype=torch.bool)
+    logp, _ = rl.sequence_logprobs(m, tokens, attn)
+    with torch.no_grad():
+        ref_logp, _ = rl.sequence_logprobs(ref, tokens, attn)
+    loss = k3(logp, ref_logp).mean()
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(p.grad is None or p.grad.abs().max().item() < 1e-7 for p in m.parameters())
+
+
+def test_reference_required_for_a_penalty(base):
+    model, tok = base
+    with pytest.raises(ValueError, match="reference"):
+        rl.train(copy.deepcopy(model), None, _letter_task(), RLConfig(beta=0.1, max_steps=1), tok, progress=False)
+
+
+def test_extra_reward_names_must_not_clash(base):
+    model, tok = base
+    with pytest.raises(ValueError, match="clash"):
+        rl.train(copy.deepcopy(model), model, _letter_task(), RLConfig(max_steps=1), tok, progress=False,
+                 extra_rewards={"kl": lambda p, c, i: [0.0] * len(c)})
+
+
+def test_bad_reward_fn_is_reported(base):
+    model, tok = base
+    task = _letter_task().with_reward(lambda p, c, i: [float("nan")] * len(c))
+    with pytest.raises(ValueError, match="NaN"):
+        rl.train(copy.deepcopy(model), model, task, RLConfig(num_prompts=1, num_generations=2, max_steps=1,
+                                                              max_new_tokens=2), Tokenizer(), progress=False)

@@ -1,0 +1,78 @@
+"""Build the proxy reward model of notebook 03 (reward over-optimization), deterministically.
+
+    python -m toyenv.experiments.proxy_reward [--pairs 1500] [--held-out 500] [--out toyenv/data/proxy_rm.pt]
+
+Gao et al. (2022) study over-optimization with a *gold* reward that labels preferences and a *proxy* reward model
+trained on a limited number of them. Here the gold reward is GeneralPoints' verifier (+5 correct, −1/−2/−3 for
+the failure kinds, `face_card_rule="ten"`), the pairs are two samples of the shipped base model per hand (pairs
+with equal gold reward dropped), and the proxy is a `RewardModel` on the base model's trunk trained with the
+Bradley–Terry loss. Held-out pairs come from other hands. Takes about 3 minutes on a 2-core CPU; the same
+machine and torch version rebuild the same weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import load_base, seed_everything
+from .. import reward_model as rmod
+from ..rl import general_points_task
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+PROXY_PATH = DATA / "proxy_rm.pt"
+PROXY_METRICS = DATA / "proxy_rm_metrics.json"
+SEED = 0
+
+
+def preference_data(n_train: int, n_held_out: int, seed: int = SEED):
+    """(train pairs, held-out pairs) labelled by the verifier, from base-model samples on disjoint hands."""
+    base, tok = load_base(map_location="cpu")
+    task = general_points_task("ten")
+    # Three hands per wanted pair: about 38% of hands give two samples with different gold rewards.
+    splits = []
+    for stream, n in ((0, n_train), (1, n_held_out)):
+        prompts, infos = task.sample_prompts(np.random.default_rng([seed, 29, stream]), 3 * n)
+        splits.append(rmod.sample_preference_pairs(base, tok, prompts, task.reward_fn, n_pairs=n, infos=infos,
+                                                   seed=seed + stream))
+    return base, tok, splits[0], splits[1]
+
+
+def build(n_train: int = 1500, n_held_out: int = 500, out: Path = PROXY_PATH, progress: bool = True) -> dict:
+    t0 = time.perf_counter()
+    base, tok, train_pairs, held_out = preference_data(n_train, n_held_out)
+    seed_everything(SEED)
+    rm = rmod.RewardModel.from_gpt(base)
+    config = rmod.RewardConfig(seed=SEED)
+    history = rmod.train_reward_model(rm, train_pairs, config, tok, eval_pairs=held_out, progress=progress)
+    metrics = {
+        "train_pairs": len(train_pairs),
+        "held_out_pairs": len(held_out),
+        "train_accuracy": rmod.preference_accuracy(rm, train_pairs, tok),
+        "held_out_accuracy": history["eval"][-1][1]["accuracy"],
+        "config": history["config"],
+        "gold": "general_points verifier, face_card_rule='ten'",
+        "seconds": round(time.perf_counter() - t0, 1),
+        "torch": torch.__version__,
+    }
+    rmod.save_reward_model(out, rm, **metrics)
+    Path(out).with_name(Path(out).stem + "_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=1500, help="training pairs")
+    ap.add_argument("--held-out", type=int, default=500)
+    ap.add_argument("--out", type=Path, default=PROXY_PATH)
+    args = ap.parse_args()
+    metrics = build(args.pairs, args.held_out, args.out)
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,538 @@
+"""A reward model trained on preference pairs with the Bradley–Terry loss.
+
+RLHF usually has no reward function, only comparisons: "completion A is better
+than B for this prompt". A reward model turns them into a score. It is the GPT
+trunk (embeddings, blocks, final layer norm) with the language-model head swapped
+for a scalar head, read at the last real token of `BOS prompt completion EOS`
+(TRL's `AutoModelForSequenceClassification` with `num_labels=1`).
+
+Bradley–Terry: P(chosen ≻ rejected) = σ(r(chosen) − r(rejected)), so the loss is
+
+    loss = −log σ(r_c − r_r − m)
+
+with m = 0 for plain BT (Ouyang et al. 2022) and m > 0 the Llama 2 margin
+(Touvron et al. 2023): pairs labelled "significantly better" must be separated
+by at least m before the loss stops pushing. Only differences of scores enter,
+so the scale and offset of r are arbitrary.
+
+In the course the comparisons come from a hidden *gold* reward (the task's
+verifier) on samples of the policy, as in Gao et al. 2022, "Scaling Laws for
+Reward Model Overoptimization": the reward model learned from a few pairs is a
+*proxy*, and a policy optimized hard against it finds where proxy and gold
+disagree. `sample_preference_pairs` builds such pairs, `train_reward_model` fits
+the proxy, and `as_reward_fn` hands it to the RL trainer.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .model import GPT, Block, GPTConfig, LayerNorm, _padded_causal_mask
+from .tokenizer import EOS_ID, PAD_ID, Tokenizer
+from .train import lr_at
+
+__all__ = [
+    "RewardModel", "RewardConfig", "PreferencePair", "encode_preference", "collate", "score_texts",
+    "as_reward_fn", "bradley_terry_loss", "train_reward_model", "preference_accuracy", "sample_preference_pairs",
+    "save_reward_model", "load_reward_model",
+]
+
+
+# --------------------------------------------------------------------------- the model
+class RewardModel(nn.Module):
+    """GPT trunk + scalar head: `forward(tokens, attention_mask) -> (B,)` scores.
+
+    `RewardModel.from_gpt(model)` starts from a (pretrained or fine-tuned) GPT, which is how reward
+    models are built in practice: the trunk already reads the task. `RewardModel(config)` is a fresh one.
+    """
+
+    def __init__(self, config: GPTConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or GPTConfig()
+        # The same submodules, under the same names, as GPT.transformer, so that a GPT's trunk loads as is.
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=LayerNorm(config.n_embd, config.bias),
+            )
+        )
+        # No bias: the BT loss sees only differences of scores, so a bias would never get a gradient.
+        # "score" is the head's name in TRL / transformers' sequence-classification models.
+        self.score = nn.Linear(config.n_embd, 1, bias=False)
+        self.apply(GPT._init_weights)  # the trunk starts as a fresh GPT's would
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        self._init_head()
+
+    def _init_head(self) -> None:
+        # std 1/sqrt(n_embd + 1) as in OpenAI's lm-human-preferences: initial scores of order 1, so the
+        # loss starts near log 2 but the head is not stuck at zero.
+        nn.init.normal_(self.score.weight, mean=0.0, std=1.0 / math.sqrt(self.config.n_embd + 1))
+
+    @classmethod
+    def from_gpt(cls, model: GPT) -> "RewardModel":
+        """A reward model whose trunk is a copy of `model`'s (which is left untouched) and a fresh head.
+
+        The head's initialization uses the global torch RNG: call `seed_everything` first to reproduce it.
+        """
+        if not isinstance(model, GPT):
+            raise TypeError(f"from_gpt expects a toyenv GPT, got {type(model).__name__}")
+        rm = cls(copy.deepcopy(model.config))
+        # load_state_dict copies values, so the reward model shares no tensor with `model`.
+        rm.transformer.load_state_dict(model.transformer.state_dict())
+        ref = model.lm_head.weight
+        return rm.to(device=ref.device, dtype=ref.dtype)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self.score.weight.device
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B,) of `tokens` (B, T): the head applied at each row's last real token.
+
+        `attention_mask` (B, T) is True on real tokens; rows may be left- or right-padded (or not at all).
+        Without it, tokens equal to PAD count as padding. Positions count real tokens only, as in
+        `GPT.forward`, so a padded row scores exactly what it scores alone.
+        """
+        B, T = tokens.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} exceeds block_size {self.config.block_size}")
+        real = (tokens != PAD_ID) if attention_mask is None else attention_mask.to(dtype=torch.bool, device=tokens.device)
+        if real.shape != tokens.shape:
+            raise ValueError(f"attention_mask shape {tuple(real.shape)} != tokens shape {tuple(tokens.shape)}")
+        n_real = real.sum(-1)
+        if bool((n_real == 0).any()):
+            raise ValueError(f"row {int((n_real == 0).nonzero()[0])} has no real token to score")
+        ar = torch.arange(T, device=tokens.device)
+        if bool((real == (ar < n_real[:, None])).all()):
+            # Right-padded (or unpadded): causal attention never lets a real token see the pads after it,
+            # so the plain causal path (no mask, positions 0..T-1) computes the same and is faster.
+            pos, attn_mask, last = ar.unsqueeze(0), None, n_real - 1
+        else:
+            pos = (real.long().cumsum(-1) - 1).clamp(min=0)
+            attn_mask = _padded_causal_mask(real)
+            last = T - 1 - real.flip(-1).long().argmax(-1)  # index of the last True in each row
+        t = self.transformer
+        x = t.drop(t.wte(tokens) + t.wpe(pos))
+        for block in t.h:
+            x = block(x, attn_mask)
+        h = x[torch.arange(B, device=tokens.device), last]  # (B, n_embd): only these rows need ln_f and the head
+        return self.score(t.ln_f(h)).squeeze(-1)
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class PreferencePair:
+    """`chosen` is preferred to `rejected` as a completion of `prompt`.
+
+    `margin` feeds the margin loss when `RewardConfig.use_margin` is on (ignored otherwise); `info`
+    carries anything else (the env's infos, the gold rewards) for analysis.
+    """
+
+    prompt: str
+    chosen: str
+    rejected: str
+    margin: float = 0.0
+    info: dict | None = field(default=None, repr=False)
+
+
+def _as_pairs(pairs: Sequence, what: str = "pairs") -> list[PreferencePair]:
+    """PreferencePairs from PreferencePairs or plain (prompt, chosen, rejected[, margin]) tuples."""
+    out = []
+    for i, p in enumerate(pairs):
+        if isinstance(p, PreferencePair):
+            out.append(p)
+        elif isinstance(p, (tuple, list)) and len(p) in (3, 4):
+            out.append(PreferencePair(*p))
+        else:
+            raise ValueError(
+                f"{what}[{i}] should be a PreferencePair or a (prompt, chosen, rejected[, margin]) tuple, got {p!r}"
+            )
+    return out
+
+
+def encode_preference(prompt: str, completion: str, tokenizer: Tokenizer | None = None,
+                      max_length: int | None = None) -> list[int]:
+    """Ids of `BOS prompt completion EOS`, as `toyenv.train.encode_pairs` writes a (prompt, completion).
+
+    With `max_length`, a sequence that is too long keeps its prompt and EOS and loses the end of the
+    completion (the reward model judges what it can read); without it, nothing is cut.
+    """
+    tokenizer = tokenizer or Tokenizer()
+    p = tokenizer.encode(prompt, bos=True)
+    c = tokenizer.encode(completion)
+    if max_length is not None and len(p) + len(c) + 1 > max_length:
+        if len(p) + 1 > max_length:
+            raise ValueError(f"prompt of {len(p)} tokens (with BOS) leaves no room within max_length {max_length}")
+        c = c[: max_length - len(p) - 1]
+    return p + c + [EOS_ID]
+
+
+def collate(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into (tokens, attention_mask), both (B, T)."""
+    if len(seqs) == 0:
+        raise ValueError("collate needs at least one sequence")
+    T = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), T), PAD_ID, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+    for b, s in enumerate(seqs):
+        tokens[b, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[b, : len(s)] = True
+    return tokens, mask
+
+
+def _check_lengths(seqs: Sequence[Sequence[int]], block_size: int) -> None:
+    too_long = [len(s) for s in seqs if len(s) > block_size]
+    if too_long:
+        raise ValueError(
+            f"{len(too_long)} sequence(s) exceed block_size {block_size} (longest {max(too_long)} tokens, "
+            "counting BOS and EOS)"
+        )
+
+
+# --------------------------------------------------------------------------- scoring
+@torch.no_grad()
+def score_texts(rm: RewardModel, prompts: Sequence[str], completions: Sequence[str],
+                tokenizer: Tokenizer | None = None, batch_size: int = 256, truncate: bool = False) -> torch.Tensor:
+    """Scores (B,) float32 on the CPU of each (prompt, completion), in batches, under no_grad.
+
+    The model is put in eval mode and restored. A sequence longer than block_size raises ValueError,
+    unless `truncate`, which cuts the end of the completion (see `encode_preference`).
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    max_length = rm.config.block_size if truncate else None
+    seqs = [encode_preference(p, c, tokenizer, max_length) for p, c in zip(prompts, completions)]
+    _check_lengths(seqs, rm.config.block_size)
+    was_training = rm.training
+    rm.eval()
+    out = []
+    try:
+        for start in range(0, len(seqs), batch_size):
+            tokens, mask = collate(seqs[start : start + batch_size])
+            out.append(rm(tokens.to(rm.device), mask.to(rm.device)).float().cpu())
+    finally:
+        rm.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def as_reward_fn(rm: RewardModel, tokenizer: Tokenizer | None = None, batch_size: int = 256
+                 ) -> Callable[..., list[float]]:
+    """`reward_fn(prompts, completions, infos=None) -> list[float]` scoring with `rm`, for `toyenv.rl`.
+
+    Use it as `task.with_reward(as_reward_fn(rm, tok), "proxy RM")`. `infos` is ignored: the reward
+    model sees only text. Completions too long for the model are truncated rather than raising, since
+    the RL trainer feeds it untrusted samples.
+    """
+
+    def reward_fn(prompts: Sequence[str], completions: Sequence[str], infos: Sequence[dict] | None = None
+                  ) -> list[float]:
+        return score_texts(rm, prompts, completions, tokenizer, batch_size, truncate=True).tolist()
+
+    return reward_fn
+
+
+# --------------------------------------------------------------------------- loss and training
+def bradley_terry_loss(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor,
+                       margin: float | torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of −log σ(r_c − r_r − m) over the batch.
+
+    m = None or 0 is the plain Bradley–Terry loss. A margin m (a float, or one per pair (B,)) is the
+    Llama 2 form: the loss keeps pushing until r_c exceeds r_r by about m, so pairs with a clearer
+    preference end up further apart. `logsigmoid` rather than `log(sigmoid(.))`: the latter
+    underflows to log 0 = −inf for large negative differences.
+    """
+    if chosen_scores.shape != rejected_scores.shape:
+        raise ValueError(f"chosen scores {tuple(chosen_scores.shape)} != rejected scores {tuple(rejected_scores.shape)}")
+    diff = chosen_scores - rejected_scores
+    if margin is not None:
+        diff = diff - torch.as_tensor(margin, dtype=diff.dtype, device=diff.device)
+    return -F.logsigmoid(diff).mean()
+
+
+@dataclass
+class RewardConfig:
+    max_steps: int = 300
+    batch_size: int = 32  # pairs per step (2 * batch_size sequences go through the model)
+    learning_rate: float = 3e-4
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    use_margin: bool = False  # subtract each pair's `margin` in the loss (Llama 2); off: plain BT
+    seed: int = 0
+    eval_every: int = 0  # held-out accuracy every this many steps (0: only before and after training)
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RewardConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"RewardConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0 or self.eval_every < 0:
+            raise ValueError("RewardConfig.warmup_steps and eval_every must be >= 0")
+
+
+def _encode_pairs(pairs: list[PreferencePair], tokenizer: Tokenizer | None, block_size: int):
+    chosen = [encode_preference(p.prompt, p.chosen, tokenizer) for p in pairs]
+    rejected = [encode_preference(p.prompt, p.rejected, tokenizer) for p in pairs]
+    _check_lengths(chosen + rejected, block_size)
+    margins = torch.tensor([float(p.margin) for p in pairs], dtype=torch.float32)
+    return chosen, rejected, margins
+
+
+def _pair_scores(rm: RewardModel, chosen: list, rejected: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of chosen and rejected in one forward pass of 2B rows (one pass is cheaper than two)."""
+    tokens, mask = collate(list(chosen) + list(rejected))
+    scores = rm(tokens.to(rm.device), mask.to(rm.device))
+    return scores[: len(chosen)], scores[len(chosen) :]
+
+
+def _accuracy(r_c: torch.Tensor, r_r: torch.Tensor) -> float:
+    """Fraction of pairs ranked right; a tie counts half (a coin flip would be right half the time)."""
+    return float(((r_c > r_r).double() + 0.5 * (r_c == r_r).double()).mean())
+
+
+def preference_accuracy(rm: RewardModel, pairs: Sequence, tokenizer: Tokenizer | None = None,
+                        batch_size: int = 256) -> float:
+    """Fraction of pairs with score(chosen) > score(rejected); ties count as 0.5."""
+    pairs = _as_pairs(pairs)
+    if not pairs:
+        raise ValueError("preference_accuracy needs at least one pair")
+    prompts = [p.prompt for p in pairs]
+    r_c = score_texts(rm, prompts, [p.chosen for p in pairs], tokenizer, batch_size)
+    r_r = score_texts(rm, prompts, [p.rejected for p in pairs], tokenizer, batch_size)
+    return _accuracy(r_c, r_r)
+
+
+def train_reward_model(
+    rm: RewardModel,
+    pairs: Sequence,
+    config: RewardConfig | None = None,
+    tokenizer: Tokenizer | None = None,
+    eval_pairs: Sequence | None = None,
+    progress: bool = True,
+    desc: str = "reward model",
+) -> dict:
+    """Fit `rm` in place on preference pairs with the Bradley–Terry loss; return the history.
+
+    `pairs` (and `eval_pairs`) are PreferencePairs or (prompt, chosen, rejected) tuples. history:
+    {"step", "loss", "accuracy" (on the batch), "lr", "grad_norm": per step; "eval": [(step,
+    {"accuracy", "loss"}), ...] on `eval_pairs`, before training, every `config.eval_every` steps and
+    after the last; "config": the RewardConfig as a dict}. Batches are drawn by a generator seeded with
+    `config.seed`, so the same model, data and seed give the same history. A loss that becomes NaN or
+    inf stops training with FloatingPointError.
+    """
+    cfg = config or RewardConfig()
+    pairs = _as_pairs(pairs)
+    if not pairs:
+        raise ValueError("train_reward_model needs at least one preference pair")
+    chosen, rejected, margins = _encode_pairs(pairs, tokenizer, rm.config.block_size)
+    if eval_pairs is not None:
+        eval_pairs = _as_pairs(eval_pairs, "eval_pairs")
+        if not eval_pairs:
+            raise ValueError("eval_pairs is empty; pass None for no evaluation")
+        ev_chosen, ev_rejected, ev_margins = _encode_pairs(eval_pairs, tokenizer, rm.config.block_size)
+    dev = rm.device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    decay = [p for p in rm.parameters() if p.dim() >= 2]
+    no_decay = [p for p in rm.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate, betas=(0.9, 0.95),
+    )
+    history = {"step": [], "loss": [], "accuracy": [], "lr": [], "grad_norm": [], "eval": [], "config": asdict(cfg)}
+
+    @torch.no_grad()
+    def run_eval(step: int, batch_size: int = 256) -> None:
+        if eval_pairs is None:
+            return
+        rm.eval()
+        r_c, r_r = [], []
+        for s in range(0, len(ev_chosen), batch_size):
+            c, r = _pair_scores(rm, ev_chosen[s : s + batch_size], ev_rejected[s : s + batch_size])
+            r_c.append(c.float().cpu())
+            r_r.append(r.float().cpu())
+        r_c, r_r = torch.cat(r_c), torch.cat(r_r)
+        loss = bradley_terry_loss(r_c, r_r, ev_margins if cfg.use_margin else None)
+        history["eval"].append((step, {"accuracy": _accuracy(r_c, r_r), "loss": loss.item()}))
+
+    run_eval(0)
+    order = torch.randperm(len(pairs), generator=gen)
+    cursor = 0
+    bs = min(cfg.batch_size, len(pairs))  # fewer pairs than a batch: every step sees all of them
+    bar = tqdm(range(cfg.max_steps), desc=desc, disable=not progress, leave=False)
+    for step in bar:
+        if cursor + bs > len(order):  # new epoch: reshuffle
+            order, cursor = torch.randperm(len(pairs), generator=gen), 0
+        idx = order[cursor : cursor + bs].tolist()
+        cursor += bs
+
+        rm.train()
+        lr = lr_at(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        r_c, r_r = _pair_scores(rm, [chosen[i] for i in idx], [rejected[i] for i in idx])
+        loss = bradley_terry_loss(r_c, r_r, margins[idx].to(dev) if cfg.use_margin else None)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"reward model loss became {loss.item()} at step {step} (learning_rate={cfg.learning_rate}); "
+                "training stopped. Try a smaller learning_rate or check the data."
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.max_grad_norm)
+        opt.step()
+
+        acc = _accuracy(r_c.detach(), r_r.detach())
+        history["step"].append(step)
+        history["loss"].append(loss.item())
+        history["accuracy"].append(acc)
+        history["lr"].append(lr)
+        history["grad_norm"].append(float(grad_norm))
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
+        if step + 1 == cfg.max_steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
+            run_eval(step + 1)
+    rm.eval()
+    return history
+
+
+# --------------------------------------------------------------------------- preference data
+def sample_preference_pairs(
+    policy: GPT,
+    tokenizer: Tokenizer,
+    prompts: Sequence[str],
+    gold_fn: Callable[[Sequence[str], Sequence[str], Sequence[dict]], Sequence[float]],
+    n_pairs: int,
+    seed: int = 0,
+    temperature: float = 1.0,
+    max_new_tokens: int = 24,
+    infos: Sequence[dict] | None = None,
+    batch_size: int = 256,
+    max_rounds: int = 4,
+) -> list[PreferencePair]:
+    """Preference pairs labelled by a gold reward on two samples of `policy` per prompt.
+
+    For each prompt, two completions are sampled (a `torch.Generator` seeded with `seed`, so the result
+    is deterministic) and scored with `gold_fn(prompts, completions, infos)` (`infos` given as a list of
+    empty dicts when None). A pair is kept only if the gold rewards differ; the higher one is `chosen`,
+    `margin` is the gold gap, and `info` holds the prompt's info plus "gold_chosen" and "gold_rejected".
+
+    Ties are discarded, so one pass over the prompts may give fewer than `n_pairs` pairs: the prompts are
+    then cycled again with fresh samples, for at most `max_rounds` passes (a prompt may thus give several
+    pairs). If that is still not enough, the pairs found are returned (fewer than `n_pairs`) with a
+    warning: check `len(result)`. Sampling stops as soon as `n_pairs` are found, in prompt order.
+    """
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
+    if len(prompts) == 0:
+        raise ValueError("sample_preference_pairs needs at least one prompt")
+    if infos is not None and len(infos) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(infos)} infos")
+    if batch_size < 1 or max_rounds < 1:
+        raise ValueError("batch_size and max_rounds must be >= 1")
+    infos = [dict(i) for i in infos] if infos is not None else [{} for _ in prompts]
+    encoded = [tokenizer.encode(p, bos=True) for p in prompts]
+    generator = torch.Generator(device=policy.device).manual_seed(int(seed))
+    was_training = policy.training
+    policy.eval()
+    out: list[PreferencePair] = []
+    n_sampled = 0
+    try:
+        for _ in range(max_rounds):
+            for start in range(0, len(prompts), batch_size):
+                rows = range(start, min(start + batch_size, len(prompts)))
+                ids = [encoded[i] for i in rows for _ in range(2)]  # rows 2j and 2j+1 share prompt j
+                tokens, gen_mask = policy.generate(ids, max_new_tokens, temperature=temperature, eos_id=EOS_ID,
+                                                   pad_id=PAD_ID, generator=generator)
+                completions = tokenizer.decode_batch(tokens, mask=gen_mask)
+                batch_prompts = [prompts[i] for i in rows for _ in range(2)]
+                batch_infos = [infos[i] for i in rows for _ in range(2)]
+                gold = [float(g) for g in gold_fn(batch_prompts, completions, batch_infos)]
+                if len(gold) != len(completions):
+                    raise ValueError(f"gold_fn returned {len(gold)} rewards for {len(completions)} completions")
+                n_sampled += len(rows)
+                for j, i in enumerate(rows):
+                    (a, ga), (b, gb) = (completions[2 * j], gold[2 * j]), (completions[2 * j + 1], gold[2 * j + 1])
+                    if not (math.isfinite(ga) and math.isfinite(gb)):
+                        raise ValueError(f"gold_fn returned a NaN or infinite reward for prompt {i}")
+                    if ga == gb:
+                        continue
+                    if gb > ga:
+                        (a, ga), (b, gb) = (b, gb), (a, ga)
+                    info = dict(infos[i], gold_chosen=ga, gold_rejected=gb)
+                    out.append(PreferencePair(prompts[i], a, b, margin=ga - gb, info=info))
+                    if len(out) == n_pairs:
+                        return out
+    finally:
+        policy.train(was_training)
+    warnings.warn(
+        f"only {len(out)} of the {n_pairs} requested pairs had different gold rewards "
+        f"({n_sampled} prompts sampled in {max_rounds} round(s)); returning {len(out)}",
+        stacklevel=2,
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- saving and loading
+RM_FORMAT = "toyenv-reward-model-v1"
+
+
+def save_reward_model(path, rm: RewardModel, **meta) -> "Path":
+    """Write the reward model's weights, config and `meta` (JSON-like values) to `path`.
+
+    Plain tensors, numbers and strings only, so `load_reward_model` can use `torch.load(weights_only=True)`.
+    """
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = json.loads(json.dumps(meta))  # fails early on anything that is not JSON-like
+    blob = {"format": RM_FORMAT, "config": dataclasses.asdict(rm.config),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in rm.state_dict().items()}, "meta": meta}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_reward_model(path, map_location="cpu") -> tuple[RewardModel, dict]:
+    """`(reward_model, meta)` from a file written by `save_reward_model`; the model is in eval mode."""
+    from pathlib import Path
+
+    from .checkpoint import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"reward model {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a torch file
+        raise CheckpointError(f"{path} is not a readable reward-model file ({type(e).__name__}: {e})") from None
+    if not isinstance(blob, dict) or blob.get("format") != RM_FORMAT:
+        raise CheckpointError(f"{path} is not a {RM_FORMAT} file")
+    rm = RewardModel(GPTConfig(**blob["config"]))
+    try:
+        rm.load_state_dict(blob["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({e})") from None
+    return rm.to(map_location).eval(), blob["meta"]
