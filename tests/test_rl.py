@@ -1,6 +1,7 @@
 """toyenv.rl: advantages, the clipped objective, the KL controller, rollouts and short training runs."""
 import copy
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -176,6 +177,23 @@ def test_reference_required_for_a_penalty(base):
     model, tok = base
     with pytest.raises(ValueError, match="reference"):
         rl.train(copy.deepcopy(model), None, _letter_task(), RLConfig(beta=0.1, max_steps=1), tok, progress=False)
+
+
+def test_ptx_term_lowers_the_pretraining_loss(base):
+    """With a constant reward every advantage is 0, so only the PPO-ptx term moves the policy."""
+    model, tok = base
+    from toyenv.envs import navigation as nav
+
+    ptx = nav.expert_dataset(4, "absolute", seed=0)
+    task = _letter_task().with_reward(lambda p, c, i: [1.0] * len(c))
+    cfg = RLConfig(algorithm="rloo", max_steps=6, num_prompts=2, num_generations=2, max_new_tokens=2,
+                   learning_rate=1e-3, ptx_coef=1.0, ptx_batch_size=8)
+    h = rl.train(copy.deepcopy(model), model, task, cfg, tok, progress=False, ptx_data=ptx)
+    assert h["ptx_loss"][-1] < h["ptx_loss"][0], h["ptx_loss"]
+    with pytest.raises(ValueError, match="ptx_data"):
+        rl.train(copy.deepcopy(model), model, task, cfg, tok, progress=False)
+    no_ptx = rl.train(copy.deepcopy(model), model, task, replace(cfg, ptx_coef=0.0), tok, progress=False)
+    assert all(math.isnan(x) for x in no_ptx["ptx_loss"])
 
 
 def test_extra_reward_names_must_not_clash(base):

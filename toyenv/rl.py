@@ -25,6 +25,8 @@ One step of `train`, all in one place (CleanRL style):
    generated tokens of the (mini)batch. ``num_iterations`` passes over the batch in ``num_minibatches``
    minibatches (PPO epochs); with one pass and one minibatch ρ = 1 and the clip never acts.
 
+`ptx_coef` = γ > 0 adds InstructGPT's pretraining term to every update: γ times the NLL of a batch of `ptx_data`.
+
 Every step logs the task reward, the KL to the reference (``kl``: the *exact* per-token KL over the vocabulary
 summed along each sampled completion, an unbiased and low-variance estimate of the sequence KL, whatever the
 penalty uses), the policy's entropy, β, and a few samples.
@@ -44,6 +46,7 @@ from tqdm.auto import tqdm
 from .kl import KL_ESTIMATORS, estimator, exact_categorical
 from .model import GPT
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
+from .train import collate, completion_loss, encode_pairs
 
 ALGORITHMS = ("reinforce", "reinforce_baseline", "rloo", "grpo", "ppo")
 KL_PLACES = ("reward", "loss")
@@ -77,6 +80,8 @@ class RLConfig:
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     seed: int = 0
+    ptx_coef: float = 0.0            # γ of InstructGPT's PPO-ptx: + γ · NLL of pretraining-style text in the loss
+    ptx_batch_size: int = 32         # sequences of `ptx_data` per update
     log_samples: int = 2             # completions kept per step in history["samples"]
     eval_every: int = 0              # call eval_fn every this many steps (0: never)
 
@@ -99,8 +104,10 @@ class RLConfig:
             raise ValueError("num_minibatches cannot exceed the number of rollouts per step")
         if self.learning_rate <= 0 or self.temperature <= 0:
             raise ValueError("RLConfig.learning_rate and temperature must be > 0")
-        if self.beta < 0 or self.epsilon < 0:
-            raise ValueError("RLConfig.beta and epsilon must be >= 0")
+        if self.beta < 0 or self.epsilon < 0 or self.ptx_coef < 0:
+            raise ValueError("RLConfig.beta, epsilon and ptx_coef must be >= 0")
+        if self.ptx_batch_size < 1:
+            raise ValueError(f"RLConfig.ptx_batch_size must be >= 1, got {self.ptx_batch_size}")
 
     @property
     def kl_coef(self) -> float:
@@ -284,6 +291,7 @@ def train(
     progress: bool = True,
     desc: str | None = None,
     extra_rewards: dict[str, Callable] | None = None,
+    ptx_data: Sequence[tuple[str, str]] | None = None,
 ) -> dict:
     """Train `policy` in place with `config.algorithm` on `task`; return the history for plotting.
 
@@ -291,7 +299,9 @@ def train(
     is then still needed for the logged KL, so pass it whenever you can). `kl_controller` overrides `beta` (an
     `AdaptiveKLController` is updated every step with the measured KL and the batch size). `extra_rewards` maps
     names to reward functions that are logged on the same rollouts but not optimized: the gold reward behind a
-    proxy reward model, say (history[name] holds the mean per step).
+    proxy reward model, say (history[name] holds the mean per step). With `config.ptx_coef` = γ > 0, every update
+    also minimizes γ times the next-token NLL of a batch of `ptx_data` (prompt, completion) pairs, whole sequences
+    as in pretraining: InstructGPT's "PPO-ptx" objective E[r − β KL] + γ E_{x~D_pretrain}[log π(x)].
 
     history: per step "reward" (mean task reward), "reward_std", "kl" (exact sequence KL to the reference, mean
     over completions), "kl_penalty" (the estimator the penalty uses, summed per completion, mean), "entropy"
@@ -323,7 +333,16 @@ def train(
     if clash:
         raise ValueError(f"extra_rewards names {sorted(clash)} clash with the history's own keys")
     history: dict[str, Any] = {"step": [], **{k: [] for k in keys}, **{k: [] for k in extra_rewards},
-                               "samples": [], "eval": [], "config": asdict(cfg)}
+                               "ptx_loss": [], "samples": [], "eval": [], "config": asdict(cfg)}
+    if cfg.ptx_coef > 0 and not ptx_data:
+        raise ValueError("ptx_coef > 0 needs ptx_data: the (prompt, completion) pairs of the skill to keep")
+    ptx_examples = encode_pairs(ptx_data, tokenizer) if cfg.ptx_coef > 0 else []
+    ptx_gen = torch.Generator().manual_seed(cfg.seed + 1)
+
+    def ptx_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(len(ptx_examples), (cfg.ptx_batch_size,), generator=ptx_gen).tolist()
+        tokens_, loss_mask = collate([ptx_examples[i] for i in pick], completion_only=False)
+        return tokens_.to(policy.device), loss_mask.to(policy.device)
 
     def run_eval(step: int) -> None:
         if eval_fn is not None:
@@ -367,7 +386,7 @@ def train(
             adv = advantages(R, cfg.algorithm, cfg.num_generations, cfg.scale_rewards)
         # 5. update ------------------------------------------------------------------------------------
         B = tokens.shape[0]
-        losses, clipped, norms = [], [], []
+        losses, clipped, norms, ptx_losses = [], [], [], []
         for it in range(cfg.num_iterations):
             order = torch.randperm(B) if cfg.num_minibatches > 1 else torch.arange(B)
             for mb in order.chunk(cfg.num_minibatches):
@@ -385,6 +404,10 @@ def train(
                 loss = _masked_mean(per_token, m)
                 if cfg.kl_in == "loss" and beta > 0:
                     loss = loss + beta * _masked_mean(est(logp, ref_logp[mb]), m)
+                if cfg.ptx_coef > 0:  # PPO-ptx: keep the pretraining-style data likely
+                    ptx_loss = completion_loss(policy, *ptx_batch())
+                    loss = loss + cfg.ptx_coef * ptx_loss
+                    ptx_losses.append(ptx_loss.item())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"RL loss became {loss.item()} at step {step} "
                                              f"(learning_rate={cfg.learning_rate}); training stopped.")
@@ -405,6 +428,7 @@ def train(
                            ("clip_frac", float(np.mean(clipped))), ("length", mask.sum(1).mean().item()),
                            ("grad_norm", float(np.mean(norms))), ("seconds", time.perf_counter() - t0)):
             history[key].append(value)
+        history["ptx_loss"].append(float(np.mean(ptx_losses)) if ptx_losses else float("nan"))
         for name, fn in extra_rewards.items():
             history[name].append(float(np.mean([float(v) for v in fn(ro.prompts, ro.completions, ro.infos)])))
         for i in range(min(cfg.log_samples, B)):
