@@ -300,8 +300,9 @@ def train(
     `AdaptiveKLController` is updated every step with the measured KL and the batch size). `extra_rewards` maps
     names to reward functions that are logged on the same rollouts but not optimized: the gold reward behind a
     proxy reward model, say (history[name] holds the mean per step). With `config.ptx_coef` = γ > 0, every update
-    also minimizes γ times the next-token NLL of a batch of `ptx_data` (prompt, completion) pairs, whole sequences
-    as in pretraining: InstructGPT's "PPO-ptx" objective E[r − β KL] + γ E_{x~D_pretrain}[log π(x)].
+    also minimizes γ times the next-token NLL of a batch of `ptx_data` (prompt, completion) pairs, on completion
+    tokens as in the base model's pretraining: InstructGPT's "PPO-ptx" objective
+    E[r − β KL] + γ E_{x~D_pretrain}[log π(x)].
 
     history: per step "reward" (mean task reward), "reward_std", "kl" (exact sequence KL to the reference, mean
     over completions), "kl_penalty" (the estimator the penalty uses, summed per completion, mean), "entropy"
@@ -341,7 +342,9 @@ def train(
 
     def ptx_batch() -> tuple[torch.Tensor, torch.Tensor]:
         pick = torch.randint(len(ptx_examples), (cfg.ptx_batch_size,), generator=ptx_gen).tolist()
-        tokens_, loss_mask = collate([ptx_examples[i] for i in pick], completion_only=False)
+        # The same loss the base model was pretrained with (toyenv.pretrain: completion tokens only). A whole-sequence
+        # loss would also fit the prompts, which the base model never modelled, and damage the skill it should keep.
+        tokens_, loss_mask = collate([ptx_examples[i] for i in pick], completion_only=True)
         return tokens_.to(policy.device), loss_mask.to(policy.device)
 
     def run_eval(step: int) -> None:
