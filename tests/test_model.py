@@ -46,6 +46,26 @@ def test_sampling_with_cache_equals_no_cache_given_same_generator(small_model, t
     assert torch.equal(a, b)
 
 
+def test_num_return_sequences_shares_the_prompt(small_model, tok):
+    """k samples per prompt: rows i*k..i*k+k-1 belong to prompt i, and equal generating from repeated prompts."""
+    prompts, k = _prompts(tok), 3
+    repeated = [p for p in prompts for _ in range(k)]
+    a, ma = small_model.generate(prompts, 20, greedy=True, num_return_sequences=k)
+    b, mb = small_model.generate(repeated, 20, greedy=True)
+    assert a.shape[0] == len(prompts) * k and torch.equal(a, b) and torch.equal(ma, mb)
+    # sampling: the same as the repeated prompts with the same generator, with and without the cache
+    s1, _ = small_model.generate(prompts, 20, generator=torch.Generator().manual_seed(1), num_return_sequences=k)
+    s2, _ = small_model.generate(repeated, 20, generator=torch.Generator().manual_seed(1))
+    s3, _ = small_model.generate(prompts, 20, generator=torch.Generator().manual_seed(1), num_return_sequences=k,
+                                 use_cache=False)
+    assert torch.equal(s1, s2) and torch.equal(s1, s3)
+    texts = tok.decode_batch(s1, small_model.generate(prompts, 20, generator=torch.Generator().manual_seed(1),
+                                                      num_return_sequences=k)[1])
+    assert len(set(texts)) > len(prompts)  # the k samples of a prompt differ
+    t0, m0 = small_model.generate(prompts, 0, num_return_sequences=k)
+    assert t0.shape[0] == len(prompts) * k and not m0.any()
+
+
 def test_batched_generation_equals_one_prompt_at_a_time(small_model, tok):
     prompts = _prompts(tok)
     tokens, mask = small_model.generate(prompts, 25, greedy=True)
@@ -96,6 +116,8 @@ def test_generate_rejects_bad_arguments(small_model, tok):
         small_model.generate([[1]], 3, temperature=0)
     with pytest.raises(ValueError, match="top_k"):
         small_model.generate([[1]], 3, top_k=0)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        small_model.generate([[1]], 3, num_return_sequences=0)
 
 
 def test_top_k_1_is_greedy(small_model, tok):

@@ -184,6 +184,7 @@ class GPT(nn.Module):
         pad_id: int = PAD_ID,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        num_return_sequences: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample completions for a batch of prompts of different lengths.
 
@@ -192,6 +193,10 @@ class GPT(nn.Module):
         True exactly at sampled positions, EOS included. Decode with
         `tokenizer.decode_batch(tokens, mask=generated_mask)`. Sampling stops when every row has emitted EOS
         or after `max_new_tokens`, so n <= max_new_tokens.
+
+        `num_return_sequences` = k samples k completions per prompt (rows i*k .. i*k+k-1 belong to prompt i, as in
+        Hugging Face's `generate`). With the cache, each prompt is read once and its keys/values are copied k
+        times, which saves the prompt pass k-1 times over (RL's groups of `num_generations`).
         """
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -199,6 +204,9 @@ class GPT(nn.Module):
             raise ValueError(f"temperature must be > 0 (or use greedy=True), got {temperature}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if num_return_sequences < 1:
+            raise ValueError(f"num_return_sequences must be >= 1, got {num_return_sequences}")
+        k = int(num_return_sequences)
         dev = self.device
         idx, real = _left_pad(prompts, pad_id, dev)
         B, P = idx.shape
@@ -208,6 +216,23 @@ class GPT(nn.Module):
                 f"longest prompt ({P} tokens) + max_new_tokens ({max_new_tokens}) = {total} exceeds "
                 f"block_size {self.config.block_size}"
             )
+        if max_new_tokens == 0 or not use_cache:  # nothing to share: repeat the prompts up front
+            idx, real, B = idx.repeat_interleave(k, 0), real.repeat_interleave(k, 0), B * k
+        padded = not bool(real.all())
+        cfg = self.config
+        if use_cache and max_new_tokens > 0:
+            # Prefill each distinct prompt once, then give each of its k rows a copy of the keys and values.
+            shape = (B, cfg.n_head, total, cfg.n_embd // cfg.n_head)
+            dtype = self.lm_head.weight.dtype
+            caches = [(torch.empty(shape, dtype=dtype, device=dev), torch.empty(shape, dtype=dtype, device=dev))
+                      for _ in range(cfg.n_layer)]
+            pos = (real.long().cumsum(-1) - 1).clamp(min=0)
+            logits = self._forward(idx, pos, _padded_causal_mask(real) if padded else None, caches, 0)[:, -1]
+            if k > 1:
+                caches = [(kc.repeat_interleave(k, 0), vc.repeat_interleave(k, 0)) for kc, vc in caches]
+                logits = logits.repeat_interleave(k, 0)
+                idx, real, B = idx.repeat_interleave(k, 0), real.repeat_interleave(k, 0), B * k
+
         tokens = torch.full((B, total), pad_id, dtype=torch.long, device=dev)
         tokens[:, :P] = idx
         gen_mask = torch.zeros((B, total), dtype=torch.bool, device=dev)
@@ -217,18 +242,8 @@ class GPT(nn.Module):
         # keep sampling into ignored slots; masking them would cost more than it saves.
         key_ok = torch.ones((B, total), dtype=torch.bool, device=dev)
         key_ok[:, :P] = real
-        padded = not bool(real.all())
         n_real = real.sum(1)  # position of the first generated token, per row
         finished = torch.zeros(B, dtype=torch.bool, device=dev)
-
-        cfg = self.config
-        if use_cache:
-            shape = (B, cfg.n_head, total, cfg.n_embd // cfg.n_head)
-            dtype = self.lm_head.weight.dtype
-            caches = [(torch.empty(shape, dtype=dtype, device=dev), torch.empty(shape, dtype=dtype, device=dev))
-                      for _ in range(cfg.n_layer)]
-            pos = (real.long().cumsum(-1) - 1).clamp(min=0)
-            logits = self._forward(idx, pos, _padded_causal_mask(real) if padded else None, caches, 0)[:, -1]
 
         t = 0
         for t in range(max_new_tokens):

@@ -254,14 +254,15 @@ def rollout(policy: GPT, task: Task, tokenizer: Tokenizer, cfg: RLConfig, rng: n
     """Sample `cfg.num_generations` completions for each of `cfg.num_prompts` fresh prompts and score them."""
     prompts, infos = task.sample_prompts(rng, cfg.num_prompts)
     k = cfg.num_generations
+    ids = [tokenizer.encode(p, bos=True) for p in prompts]
     prompts = [p for p in prompts for _ in range(k)]
     infos = [i for i in infos for _ in range(k)]
-    ids = [tokenizer.encode(p, bos=True) for p in prompts]
     t0 = time.perf_counter()
     was_training = policy.training
     policy.eval()
+    # num_return_sequences: each prompt is read once and its keys/values are shared by its k samples.
     tokens, gen_mask = policy.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, eos_id=EOS_ID,
-                                       pad_id=PAD_ID, generator=generator)
+                                       pad_id=PAD_ID, generator=generator, num_return_sequences=k)
     policy.train(was_training)
     t1 = time.perf_counter()
     completions = tokenizer.decode_batch(tokens, mask=gen_mask)
