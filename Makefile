@@ -46,6 +46,7 @@ check: setup
 
 bench: setup
 	$(PY) -m benchmarks.generate
+	$(PY) -m benchmarks.rl_step
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
