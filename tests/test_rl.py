@@ -219,3 +219,24 @@ def test_bad_reward_fn_is_reported(base):
     with pytest.raises(ValueError, match="NaN"):
         rl.train(copy.deepcopy(model), model, task, RLConfig(num_prompts=1, num_generations=2, max_steps=1,
                                                               max_new_tokens=2), Tokenizer(), progress=False)
+
+
+def test_kl_regularized_optimum_maximizes_the_objective():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(6, generator=g, dtype=torch.float64)
+    r = torch.randn(6, generator=g, dtype=torch.float64)
+    from toyenv.kl import exact_categorical
+
+    def objective(logits, beta):
+        return (logits.softmax(-1) * r).sum() - beta * exact_categorical(logits, ref)
+
+    for beta in (0.1, 1.0, 10.0):
+        best = rl.kl_regularized_optimum(ref, r, beta)
+        assert torch.allclose(best.exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+        for _ in range(20):  # no random perturbation does better
+            other = best + 0.3 * torch.randn(6, generator=g, dtype=torch.float64)
+            assert objective(best, beta) >= objective(other, beta) - 1e-12
+    assert rl.kl_regularized_optimum(ref, r, 1e-4).exp().argmax() == r.argmax()  # beta -> 0: the best action
+    assert torch.allclose(rl.kl_regularized_optimum(ref, r, 1e6), ref.log_softmax(-1), atol=1e-4)  # -> reference
+    with pytest.raises(ValueError):
+        rl.kl_regularized_optimum(ref, r, 0.0)
