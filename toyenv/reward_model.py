@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .model import GPT, Block, GPTConfig, LayerNorm, _padded_causal_mask
+from .model import GPT, GPTConfig, _padded_causal_mask
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .train import lr_at
 
@@ -57,23 +57,12 @@ class RewardModel(nn.Module):
     def __init__(self, config: GPTConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or GPTConfig()
-        # The same submodules, under the same names, as GPT.transformer, so that a GPT's trunk loads as is.
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=LayerNorm(config.n_embd, config.bias),
-            )
-        )
+        # A fresh GPT's trunk (its ModuleDict, initialized as GPT initializes it), so that the submodules have the
+        # same names as GPT.transformer and a pretrained GPT's trunk loads as is. The LM head is dropped.
+        self.transformer = GPT(config).transformer
         # No bias: the BT loss sees only differences of scores, so a bias would never get a gradient.
         # "score" is the head's name in TRL / transformers' sequence-classification models.
         self.score = nn.Linear(config.n_embd, 1, bias=False)
-        self.apply(GPT._init_weights)  # the trunk starts as a fresh GPT's would
-        for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
         self._init_head()
 
     def _init_head(self) -> None:
