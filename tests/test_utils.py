@@ -38,3 +38,17 @@ def test_device_default(monkeypatch):
         assert device().type == "cuda"
     elif not torch.backends.mps.is_available():
         assert device() == torch.device("cpu")
+
+
+def test_smooth_is_a_bias_corrected_ema_and_rejects_bad_weights():
+    import numpy as np
+    import pytest
+
+    from toyenv.plotting import smooth
+
+    assert np.allclose(smooth([2.0, 2.0, 2.0], 0.9), [2.0, 2.0, 2.0])  # bias correction: no pull toward 0
+    assert np.allclose(smooth([1.0, 3.0], 0.0), [1.0, 3.0])
+    assert np.allclose(smooth([0.0, 1.0], 0.5), [0.0, 0.5 / 0.75])
+    for bad in (1.0, 8, -0.1):
+        with pytest.raises(ValueError, match="weight"):
+            smooth([1.0], bad)

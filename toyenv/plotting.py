@@ -6,7 +6,9 @@ import numpy as np
 
 
 def smooth(values, weight: float = 0.9) -> np.ndarray:
-    """Exponential moving average with bias correction (as TensorBoard's smoothing slider)."""
+    """Exponential moving average with bias correction (as TensorBoard's smoothing slider); 0 <= weight < 1."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smooth: weight is the EMA's decay, 0 <= weight < 1 (0: no smoothing), got {weight}")
     out, avg = [], 0.0
     for i, v in enumerate(values, 1):
         avg = weight * avg + (1 - weight) * v

@@ -1,6 +1,6 @@
 """Build the proxy reward model of notebook 03 (reward over-optimization), deterministically.
 
-    python -m toyenv.experiments.proxy_reward [--pairs 1500] [--held-out 500] [--out toyenv/data/proxy_rm.pt]
+    python -m toyenv.experiments.proxy_reward [--pairs 1000] [--held-out 500] [--steps 300] [--out toyenv/data/proxy_rm.pt]
 
 Gao et al. (2022) study over-optimization with a *gold* reward that labels preferences and a *proxy* reward model
 trained on a limited number of them. Here the gold reward is GeneralPoints' verifier (+5 correct, −1/−2/−3 for
@@ -8,6 +8,11 @@ the failure kinds, `face_card_rule="ten"`), the pairs are two samples of the shi
 with equal gold reward dropped), and the proxy is a `RewardModel` on the base model's trunk trained with the
 Bradley–Terry loss. Held-out pairs come from other hands. Takes about 3 minutes on a 2-core CPU; the same
 machine and torch version rebuild the same weights.
+
+1000 pairs (held-out accuracy about 0.83, training accuracy 1.0) is the default: RLOO against it at lr 7e-5
+(8 prompts x 4 completions, beta 0) raises gold for 10-30 steps, then gold falls below its start while the proxy
+keeps rising (Gao et al.'s shape); beta = 1 (k1 in the reward) holds gold up. 500 pairs is exploited from the
+first steps (gold never rises); 1500 pairs behaves like 1000 with a noisier proxy curve.
 """
 from __future__ import annotations
 
@@ -42,12 +47,13 @@ def preference_data(n_train: int, n_held_out: int, seed: int = SEED):
     return base, tok, splits[0], splits[1]
 
 
-def build(n_train: int = 1500, n_held_out: int = 500, out: Path = PROXY_PATH, progress: bool = True) -> dict:
+def build(n_train: int = 1000, n_held_out: int = 500, out: Path = PROXY_PATH, progress: bool = True,
+          rm_steps: int = 300) -> dict:
     t0 = time.perf_counter()
     base, tok, train_pairs, held_out = preference_data(n_train, n_held_out)
     seed_everything(SEED)
     rm = rmod.RewardModel.from_gpt(base)
-    config = rmod.RewardConfig(seed=SEED)
+    config = rmod.RewardConfig(max_steps=rm_steps, seed=SEED)
     history = rmod.train_reward_model(rm, train_pairs, config, tok, eval_pairs=held_out, progress=progress)
     metrics = {
         "train_pairs": len(train_pairs),
@@ -66,11 +72,12 @@ def build(n_train: int = 1500, n_held_out: int = 500, out: Path = PROXY_PATH, pr
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=1500, help="training pairs")
+    ap.add_argument("--pairs", type=int, default=1000, help="training pairs")
     ap.add_argument("--held-out", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=300, help="reward-model training steps")
     ap.add_argument("--out", type=Path, default=PROXY_PATH)
     args = ap.parse_args()
-    metrics = build(args.pairs, args.held_out, args.out)
+    metrics = build(args.pairs, args.held_out, args.out, rm_steps=args.steps)
     print(json.dumps(metrics, indent=2))
 
 
