@@ -331,7 +331,7 @@ def train(
     est = estimator(cfg.kl_estimator)
     rng = np.random.default_rng([cfg.seed, 17])
     gen = torch.Generator(device=policy.device).manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)  # minibatch shuffles
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)  # minibatch order; the global RNG is left alone
     decay = [p for p in policy.parameters() if p.dim() >= 2]
     no_decay = [p for p in policy.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -404,7 +404,7 @@ def train(
         B = tokens.shape[0]
         losses, clipped, norms, ptx_losses = [], [], [], []
         for it in range(cfg.num_iterations):
-            order = torch.randperm(B) if cfg.num_minibatches > 1 else torch.arange(B)
+            order = torch.randperm(B, generator=shuffle_gen) if cfg.num_minibatches > 1 else torch.arange(B)
             for mb in order.chunk(cfg.num_minibatches):
                 m = mask[mb]
                 if reuse and it == 0:
