@@ -327,9 +327,17 @@ def token_logprobs(
     """
     if attention_mask is None:
         attention_mask = tokens != pad_id
+    picked, _ = next_token_logprobs(model, tokens, attention_mask, temperature)
+    return F.pad(picked, (1, 0), value=0.0)
+
+
+def next_token_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                        temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(picked, logdist)`, unshifted back: logdist[:, t] (B, T-1, V) is the log-distribution over token t+1
+    given tokens[:, :t+1], and picked[:, t] = logdist[:, t, tokens[:, t+1]]. `token_logprobs` and the RL
+    trainer (which also needs the full distributions, for entropy and exact KL) both score through it."""
     logits = model(tokens, attention_mask)
     if temperature != 1.0:
         logits = logits / temperature
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return F.pad(picked, (1, 0), value=0.0)
+    logdist = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return logdist.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1), logdist

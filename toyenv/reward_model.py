@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from .model import GPT, GPTConfig, _padded_causal_mask
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
-from .train import lr_at
+from .train import adamw, lr_at
 
 __all__ = [
     "RewardModel", "RewardConfig", "PreferencePair", "encode_preference", "collate", "score_texts",
@@ -176,13 +176,7 @@ def collate(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad id lists into (tokens, attention_mask), both (B, T)."""
     if len(seqs) == 0:
         raise ValueError("collate needs at least one sequence")
-    T = max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), T), PAD_ID, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
-    for b, s in enumerate(seqs):
-        tokens[b, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[b, : len(s)] = True
-    return tokens, mask
+    return Tokenizer().pad_batch(seqs, side="right")
 
 
 def _check_lengths(seqs: Sequence[Sequence[int]], block_size: int) -> None:
@@ -341,12 +335,7 @@ def train_reward_model(
         ev_chosen, ev_rejected, ev_margins = _encode_pairs(eval_pairs, tokenizer, rm.config.block_size)
     dev = rm.device
     gen = torch.Generator().manual_seed(cfg.seed)
-    decay = [p for p in rm.parameters() if p.dim() >= 2]
-    no_decay = [p for p in rm.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate, betas=(0.9, 0.95),
-    )
+    opt = adamw(rm, cfg.learning_rate, cfg.weight_decay)
     history = {"step": [], "loss": [], "accuracy": [], "lr": [], "grad_norm": [], "eval": [], "config": asdict(cfg)}
 
     @torch.no_grad()

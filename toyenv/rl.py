@@ -41,12 +41,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .kl import KL_ESTIMATORS, estimator, exact_categorical
-from .model import GPT
+from .model import GPT, next_token_logprobs
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
-from .train import collate, completion_loss, encode_pairs
+from .train import adamw, collate, completion_loss, encode_pairs
 
 ALGORITHMS = ("reinforce", "reinforce_baseline", "rloo", "grpo", "ppo")
 KL_PLACES = ("reward", "loss")
@@ -201,13 +202,8 @@ def sequence_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Te
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of `tokens` (B, T, aligned: column 0 is 0) and the full next-token log-distributions
     (B, T, V) that produced them (row t is the distribution that token t was drawn from)."""
-    logits = model(tokens, attention_mask)
-    if temperature != 1.0:
-        logits = logits / temperature
-    logdist = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = logdist.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
-    pad = torch.zeros_like(picked[:, :1])
-    return torch.cat([pad, picked], 1), torch.cat([torch.zeros_like(logdist[:, :1]), logdist], 1)
+    picked, logdist = next_token_logprobs(model, tokens, attention_mask, temperature)
+    return F.pad(picked, (1, 0)), F.pad(logdist, (0, 0, 1, 0))  # column 0: nothing predicts the first token
 
 
 def advantages(rewards: torch.Tensor, algorithm: str, num_generations: int = 1, scale_rewards: bool = True
@@ -332,10 +328,7 @@ def train(
     rng = np.random.default_rng([cfg.seed, 17])
     gen = torch.Generator(device=policy.device).manual_seed(cfg.seed)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)  # minibatch order; the global RNG is left alone
-    decay = [p for p in policy.parameters() if p.dim() >= 2]
-    no_decay = [p for p in policy.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate, betas=(0.9, 0.95))
+    opt = adamw(policy, cfg.learning_rate, cfg.weight_decay)
     if ref is not None:
         ref.eval()  # scored under no_grad below; its requires_grad flags are left as they are
     if not any(p.requires_grad for p in policy.parameters()):

@@ -53,6 +53,16 @@ def lr_at(step: int, cfg: SFTConfig) -> float:
     return floor + 0.5 * (cfg.learning_rate - floor) * (1 + math.cos(math.pi * progress))
 
 
+def adamw(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with GPT-style groups: weight decay on matrices and embeddings only (not on biases and norms)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=learning_rate, betas=(0.9, 0.95),
+    )
+
+
 def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer | None = None) -> list[tuple[list[int], int]]:
     """(ids, n_prompt) per pair: ids = BOS + prompt + completion + EOS, n_prompt = len(BOS + prompt)."""
     tokenizer = tokenizer or Tokenizer()
@@ -114,12 +124,7 @@ def sft(
         raise ValueError(f"{len(too_long)} example(s) exceed block_size {model.config.block_size} (longest {max(too_long)} tokens)")
     dev = model.device
     gen = torch.Generator().manual_seed(cfg.seed)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate, betas=(0.9, 0.95),
-    )
+    opt = adamw(model, cfg.learning_rate, cfg.weight_decay)
     history = {"step": [], "loss": [], "lr": [], "grad_norm": [], "eval": [], "tokens": 0, "config": asdict(cfg)}
 
     def run_eval(step: int) -> None:

@@ -65,6 +65,19 @@ def _fail(msg: str) -> Verdict:
     return Verdict("FAIL", msg)
 
 
+def _answer_dict(answers, required, example: str, noun: str = ""):
+    """For multiple-choice checkers: `(answers as a dict, None)`, or `(None, a FAIL verdict)` when the learner's
+    answer (a dict, or a function returning one) is not a dict or lacks some of the `required` keys."""
+    if callable(answers):
+        answers = answers()
+    if not isinstance(answers, dict):
+        return None, _fail(f"expected a dict like {example}, got {type(answers).__name__}.")
+    missing = sorted(set(required) - set(answers))
+    if missing:
+        return None, _fail(f"no answer yet for {noun}{', '.join(missing)}.")
+    return answers, None
+
+
 def _as_tensor(out, what: str):
     if not isinstance(out, torch.Tensor):
         return None, _fail(f"{what} should return a torch.Tensor, got {type(out).__name__}.")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import Verdict, _as_tensor, _fail, register
+from .checks import Verdict, _answer_dict, _as_tensor, _fail, register
 
 # The bug hunt's snippets and what each one really computes (keys of KL_BUG_HUNT_OPTIONS).
 KL_BUG_HUNT_OPTIONS = {
@@ -76,13 +76,9 @@ def _check_masked_kl(fn) -> Verdict:
 @register("kl_bug_hunt")
 def _check_bug_hunt(answers) -> Verdict:
     """`answers` is a dict snippet -> option key; the checker gets the dict itself, not a function."""
-    if callable(answers):
-        answers = answers()
-    if not isinstance(answers, dict):
-        return _fail(f"expected a dict like {{'A': 'zero', ...}}, got {type(answers).__name__}.")
-    missing = sorted(set(KL_BUG_HUNT_ANSWERS) - set(answers))
-    if missing:
-        return _fail(f"no answer yet for snippet(s) {', '.join(missing)}.")
+    answers, bad = _answer_dict(answers, KL_BUG_HUNT_ANSWERS, "{'A': 'zero', ...}", noun="snippet(s) ")
+    if bad:
+        return bad
     unknown = {k: v for k, v in answers.items() if v not in KL_BUG_HUNT_OPTIONS}
     if unknown:
         return _fail(f"{unknown} is not one of the options {sorted(KL_BUG_HUNT_OPTIONS)}.")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import Verdict, _as_tensor, _fail, register
+from .checks import Verdict, _answer_dict, _as_tensor, _fail, register
 
 # The bug hunt on the "conceptual GRPO loss": what its KL term really does (keys of GRPO_BUG_OPTIONS).
 GRPO_BUG_OPTIONS = {
@@ -123,13 +123,9 @@ def _check_ppo(fn) -> Verdict:
 @register("grpo_bug_hunt")
 def _check_grpo_bug(answers) -> Verdict:
     """`answers` is a dict {"penalizes": key of GRPO_BUG_OPTIONS, "gradient": key of GRPO_BUG_GRADIENT_OPTIONS}."""
-    if callable(answers):
-        answers = answers()
-    if not isinstance(answers, dict):
-        return _fail(f"expected a dict like {{'penalizes': ..., 'gradient': ...}}, got {type(answers).__name__}.")
-    missing = sorted(set(GRPO_BUG_ANSWERS) - set(answers))
-    if missing:
-        return _fail(f"no answer yet for {', '.join(missing)}.")
+    answers, bad = _answer_dict(answers, GRPO_BUG_ANSWERS, "{'penalizes': ..., 'gradient': ...}")
+    if bad:
+        return bad
     if answers["penalizes"] not in GRPO_BUG_OPTIONS:
         return _fail(f"'penalizes' must be one of {sorted(GRPO_BUG_OPTIONS)}, got {answers['penalizes']!r}.")
     if answers["gradient"] not in GRPO_BUG_GRADIENT_OPTIONS:

@@ -1,0 +1,76 @@
+"""Appendix A1's checkers pass the reference and name each diagnosed mistake."""
+import pytest
+import torch
+
+from toyenv.course import run_check
+from toyenv.course.checks_a1 import GRPO_BUG_ANSWERS
+from toyenv.rl import advantages, clipped_objective
+
+
+def _groups(R, k):
+    return R.view(-1, k)
+
+
+@pytest.mark.parametrize("fn, status, words", [
+    (lambda R, k: advantages(R, "rloo", k), "PASS", "leave-one-out"),
+    (lambda R, k: R - R.mean(), "FAIL", "whole batch"),
+    (lambda R, k: (_groups(R, k) - _groups(R, k).mean(1, keepdim=True)).flatten(), "FAIL", "leaves it out"),
+    (lambda R, k: -advantages(R, "rloo", k), "FAIL", "sign flipped"),
+    (lambda R, k: _groups(R, k) - (_groups(R, k).sum(1, keepdim=True) - _groups(R, k)) / (k - 1), "FAIL", "flatten"),
+    (lambda R, k: R, "FAIL", "differ"),
+    (lambda R, k: R.tolist(), "FAIL", "torch.Tensor"),
+])
+def test_rloo_checker(fn, status, words):
+    v = run_check("rloo_advantages", fn)
+    assert v.status == status and words in v.message, v.message
+
+
+def _centred(R, k):
+    G = _groups(R, k)
+    return G - G.mean(1, keepdim=True)
+
+
+@pytest.mark.parametrize("fn, status, words", [
+    (lambda R, k: advantages(R, "grpo", k), "PASS", "group-normalized"),
+    (lambda R, k: (_centred(R, k) / (_groups(R, k).std(1, keepdim=True) + 1e-8)).flatten(), "PASS", "group-normalized"),
+    (lambda R, k: _centred(R, k).flatten(), "FAIL", "standard deviation"),
+    (lambda R, k: (_centred(R, k) / (_groups(R, k).std(1, unbiased=False, keepdim=True) + 1e-4)).flatten(),
+     "FAIL", "unbiased=False"),
+    (lambda R, k: (_centred(R, k) / _groups(R, k).std(1, keepdim=True)).flatten(), "FAIL", "NaN"),
+    (lambda R, k: R - R.mean(), "FAIL", "whole batch"),
+    (lambda R, k: -advantages(R, "grpo", k), "FAIL", "sign flipped"),
+])
+def test_grpo_checker(fn, status, words):
+    v = run_check("grpo_advantages", fn)
+    assert v.status == status and words in v.message, v.message
+
+
+@pytest.mark.parametrize("fn, status, words", [
+    (clipped_objective, "PASS", "values and gradients"),
+    (lambda r, a, e: -clipped_objective(r, a, e), "FAIL", "sign flipped"),
+    (lambda r, a, e: -torch.maximum(r * a, r.clamp(1 - e, 1 + e) * a), "FAIL", "max"),
+    (lambda r, a, e: -(r.clamp(1 - e, 1 + e) * a), "FAIL", "only the clipped term"),
+    (lambda r, a, e: -(r * a), "FAIL", "no clipping"),
+    (lambda r, a, e: clipped_objective(r, a, e).mean(), "FAIL", "one loss per element"),
+    (lambda r, a, e: clipped_objective(r.detach(), a, e), "FAIL", "no gradient flows"),
+])
+def test_ppo_checker(fn, status, words):
+    v = run_check("ppo_clipped_loss", fn)
+    assert v.status == status and words in v.message, v.message
+
+
+def test_grpo_bug_hunt_checker():
+    assert run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS)).status == "PASS"
+    assert run_check("grpo_bug_hunt", lambda: dict(GRPO_BUG_ANSWERS)).status == "PASS"
+    assert "reference" in run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS, penalizes="ref")).message
+    assert "gradient" in run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS, gradient="zero")).message
+    assert "no answer yet for gradient" in run_check("grpo_bug_hunt", {"penalizes": "old"}).message
+    assert "must be one of" in run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS, gradient="up")).message
+    assert "expected a dict" in run_check("grpo_bug_hunt", ["old"]).message
+
+
+def test_stubs_are_todo():
+    def stub(*args):
+        raise NotImplementedError()
+    for name in ("rloo_advantages", "grpo_advantages", "ppo_clipped_loss", "grpo_bug_hunt"):
+        assert run_check(name, stub).status == "TODO"
