@@ -136,3 +136,42 @@ def test_k1_on_sampled_tokens_estimates_the_exact_next_token_kl(tok):
         exact = exact_categorical(policy(x)[0, -1], ref(x)[0, -1]).item()
     assert exact > 0.1
     assert abs(est.mean().item() - exact) < 4 * est.std().item() / math.sqrt(est.numel())
+
+
+# ---------------------------------------------------------------- completion_kl (KL of two models on completions)
+def _tiny_pair():
+    torch.manual_seed(0)
+    p = GPT(GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16))
+    q = GPT(GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16))
+    return p, q
+
+
+def test_completion_kl_of_one_token_is_the_exact_categorical_kl():
+    from toyenv.kl import completion_kl
+    from toyenv.tokenizer import Tokenizer
+
+    p, q = _tiny_pair()
+    tok = Tokenizer()
+    prompts = ["ab", "hello", "x"]
+    got = completion_kl(p, q, prompts, tok, max_new_tokens=1)
+    for i, prompt in enumerate(prompts):
+        ids = torch.tensor([tok.encode(prompt, bos=True)])
+        with torch.no_grad():
+            want = exact_categorical(p(ids)[0, -1], q(ids)[0, -1])
+        assert got[i].item() == pytest.approx(want.item(), rel=1e-4)
+
+
+def test_completion_kl_is_zero_for_the_same_model_and_positive_otherwise():
+    from toyenv.kl import completion_kl
+    from toyenv.tokenizer import Tokenizer
+
+    p, q = _tiny_pair()
+    tok = Tokenizer()
+    same = completion_kl(p, p, ["ab", "cd"], tok, max_new_tokens=8)
+    assert torch.allclose(same, torch.zeros(2), atol=1e-6)
+    other = completion_kl(p, q, ["ab", "cd"], tok, max_new_tokens=8, seed=1)
+    assert (other > 0).all()
+    assert torch.equal(other, completion_kl(p, q, ["ab", "cd"], tok, max_new_tokens=8, seed=1))  # seeded
+    assert p.training and q.training  # modes restored
+    with pytest.raises(ValueError, match="at least one prompt"):
+        completion_kl(p, q, [], tok)

@@ -107,6 +107,23 @@ def _letter_task(letter: str = "1") -> Task:
     return gp_task.with_reward(reward_fn, name=f"starts with {letter}")
 
 
+def test_navigation_task_scores_against_the_oracle():
+    from toyenv.envs import navigation as nav
+
+    task = rl.navigation_task("relative")
+    prompts, infos = task.sample_prompts(np.random.default_rng(3), 6)
+    assert (prompts, infos) == task.sample_prompts(np.random.default_rng(3), 6)  # seeded by the rng
+    assert all(p.startswith("Turns: relative") for p in prompts)
+    expected = [i["expected"] for i in infos]
+    assert all(nav.parse_action(e, "relative")[0] == e for e in expected)
+    garbage = ["", "turn_direction(north)", None, "x" * 10_000, "forward()\nstop()", "stop"]
+    assert task.reward_fn(prompts, expected, infos) == [1.0] * 6
+    scores = task.reward_fn(prompts, garbage, infos)
+    assert all(s in (1.0, -1.0) for s in scores) and scores[0] == scores[1] == scores[2] == -1.0
+    with pytest.raises(ValueError):
+        rl.navigation_task("diagonal")
+
+
 @pytest.fixture(scope="module")
 def base():
     model, tok = load_base(map_location="cpu")

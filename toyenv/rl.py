@@ -55,7 +55,8 @@ CLIPPED = ("grpo", "ppo")
 
 __all__ = [
     "RLConfig", "Task", "AdaptiveKLController", "FixedKLController", "train", "rollout", "advantages",
-    "clipped_objective", "sequence_logprobs", "general_points_task", "kl_regularized_optimum", "ALGORITHMS",
+    "clipped_objective", "sequence_logprobs", "general_points_task", "navigation_task", "kl_regularized_optimum",
+    "ALGORITHMS",
 ]
 
 
@@ -195,6 +196,26 @@ def general_points_task(face_card_rule: str = "ten", target: int = 24) -> Task:
         return gp.rollout_rewards(completions, infos)
 
     return Task(sample_prompts, reward_fn, name=f"general_points[{face_card_rule}]")
+
+
+def navigation_task(action_space_kind: str = "absolute", routes_per_call: int = 4) -> Task:
+    """Navigation steps scored against the oracle: +1 for the oracle action, −1 for anything else.
+
+    Prompts are states of fresh oracle routes (one state per prompt, drawn from `routes_per_call` routes per call),
+    so RL here is on single steps with the oracle's history, the setting `navigation.evaluate` scores per step."""
+    from .envs import navigation as nav
+
+    kind = nav._check_kind(action_space_kind)
+
+    def sample_prompts(rng: np.random.Generator, n: int) -> tuple[list[str], list[dict]]:
+        states = [s for ep in nav._oracle_episodes(routes_per_call, kind, int(rng.integers(2**31)), None) for s in ep]
+        picks = rng.integers(len(states), size=n)
+        return [states[i].prompt for i in picks], [{"expected": states[i].action, "kind": kind} for i in picks]
+
+    def reward_fn(prompts, completions, infos) -> list[float]:
+        return [1.0 if nav.parse_action(c, i["kind"])[0] == i["expected"] else -1.0 for c, i in zip(completions, infos)]
+
+    return Task(sample_prompts, reward_fn, name=f"navigation[{kind}]")
 
 
 # --------------------------------------------------------------------------- pieces of the update
