@@ -10,8 +10,8 @@ GeneralPoints under the J=11 Q=12 K=13 rule ("ranked", same prompt format, diffe
 next-token loss on held-out pretraining text (`held_out_data`), the quantity the ptx term pulls on directly.
 
 `run(gamma, seed)` is one RL run; `run_sft_only(seed)` is the control that takes the ptx batches without the RL
-loss (how much the pretraining term teaches by itself, since the base model stopped early on purpose). About 45 s
-(γ = 0) to 75 s (γ > 0) per run on a 2-core CPU; the whole default sweep about 17 minutes. The same machine and
+loss (how much the pretraining term teaches by itself, since the base model stopped early on purpose). About 50 s
+(γ = 0) to 70 s (γ > 0) per run on a 2-core CPU; the whole default sweep about 19 minutes. The same machine and
 torch build give the same numbers.
 """
 from __future__ import annotations

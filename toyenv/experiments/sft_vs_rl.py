@@ -110,7 +110,7 @@ def skills(spec: TaskSpec, model: GPT, tokenizer: Tokenizer) -> dict:
 
 def run_rl(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: Tokenizer,
            progress: bool = True) -> tuple[GPT, dict]:
-    """RL on the ID rule; returns (policy, record) with evaluations [(flops, {"id", "ood"})] and the final KL."""
+    """RL on the ID rule; returns (policy, record) with evaluations [(flops, {"id", "ood"})] (`compare` adds the KL)."""
     policy = copy.deepcopy(base)
     if cfg.rl_steps % cfg.num_evals:
         raise ValueError(f"rl_steps ({cfg.rl_steps}) must be a multiple of num_evals ({cfg.num_evals})")
