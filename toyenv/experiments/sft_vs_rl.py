@@ -96,10 +96,6 @@ class StudyConfig:
     rl: dict = field(default_factory=dict)  # extra RLConfig fields
 
 
-def _params(model: GPT) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def _mean_tokens(pairs: list[tuple[str, str]], tokenizer: Tokenizer) -> float:
     return float(np.mean([len(ids) for ids, _ in encode_pairs(pairs, tokenizer)]))
 
@@ -122,7 +118,7 @@ def run_rl(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: To
                     progress=progress, desc=f"RL on {spec.name} [{spec.id_rule}]")
     # FLOPs per step: sampling reads prompt + completion (2N per token), the update trains them (6N), the
     # reference scores them (2N). Prompt length from this task's prompts, completion length from the history.
-    n = _params(policy)
+    n = policy.num_params()
     prompt_tokens = float(np.mean([len(tokenizer.encode(p, bos=True)) for p in spec.id_prompts(64)]))
     per_step = [rl_cfg.batch_size * (prompt_tokens + length) * 10 * n for length in history["length"]]
     flops = np.concatenate([[0.0], np.cumsum(per_step)])
@@ -137,7 +133,7 @@ def run_sft(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: T
     """SFT on ID expert data with as many steps as `flops_budget` buys (6N per trained token)."""
     model = copy.deepcopy(base)
     data = spec.expert_data(cfg.expert_pairs, seed)
-    per_step = 6 * _params(model) * cfg.sft_batch_size * _mean_tokens(data, tokenizer)
+    per_step = 6 * model.num_params() * cfg.sft_batch_size * _mean_tokens(data, tokenizer)
     every = max(1, int(round(flops_budget / per_step / cfg.num_evals)))  # evaluate at the same fractions as RL
     steps = every * cfg.num_evals
     sft_cfg = SFTConfig(max_steps=steps, batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate,
