@@ -1,0 +1,118 @@
+"""toyenv.dpo: the preference trainer and the tabular DPO optimum."""
+import copy
+
+import pytest
+import torch
+
+from toyenv.dpo import LOSS_TYPES, PreferenceConfig, monitor, tabular_dpo, train_preference
+from toyenv.preference import GradedPair, general_points_pairs
+from toyenv.reward_model import PreferencePair
+from toyenv.rl import kl_regularized_optimum
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return general_points_pairs(24, seed=0)
+
+
+def _cfg(loss_type, **kw):
+    return PreferenceConfig(loss_type=loss_type, max_steps=kw.pop("max_steps", 3), batch_size=8,
+                            learning_rate=kw.pop("learning_rate", 1e-3), warmup_steps=0, eval_every=0, **kw)
+
+
+def test_config_rejects_bad_values():
+    for kw in ({"loss_type": "ipo"}, {"beta": 0.0}, {"eta": -1.0}, {"alpha": -0.1}, {"max_steps": 0},
+               {"rpo_divergence": "kl"}, {"learning_rate": 0.0}):
+        with pytest.raises(ValueError):
+            PreferenceConfig(**kw)
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_every_loss_trains_and_is_deterministic(small_model, pairs, loss_type):
+    runs = []
+    for _ in range(2):
+        policy = copy.deepcopy(small_model)
+        runs.append(train_preference(policy, pairs, _cfg(loss_type), monitor_pairs=pairs[:8], progress=False))
+    a, b = runs
+    assert a["loss"] == b["loss"] and a["eval"] == b["eval"]
+    assert len(a["loss"]) == 3 and all(torch.isfinite(torch.tensor(a["loss"])))
+    # before training the policy is its own reference: every log-ratio is 0, ties count half
+    assert a["eval"][0][1]["margin"] == 0 and a["eval"][0][1]["accuracy"] == 0.5
+    assert [s for s, _ in a["eval"]] == [0, 3]
+
+
+def test_dpo_widens_the_margin_and_nll_holds_the_chosen_completion_up(small_model, pairs):
+    out = {}
+    for loss_type, alpha in (("dpo", 0.0), ("dpo_nll", 5.0)):
+        policy = copy.deepcopy(small_model)
+        h = train_preference(policy, pairs, _cfg(loss_type, alpha=alpha, max_steps=30, beta=0.5), progress=False,
+                             monitor_pairs=pairs)
+        out[loss_type] = h["eval"][-1][1]
+    assert out["dpo"]["margin"] > 1.0 and out["dpo"]["accuracy"] > 0.8
+    # the NLL term is an SFT loss on the chosen answers: they end up likelier than under DPO alone
+    assert out["dpo_nll"]["chosen_delta"] > out["dpo"]["chosen_delta"] + 1.0
+
+
+def test_rpo_and_rebel_need_rewards(small_model):
+    plain = [PreferencePair("Cards: 1 2 3 4.\nAnswer: ", "1*2*3*4=24", "1+2=3")]
+    for loss_type in ("rpo", "rebel"):
+        with pytest.raises(ValueError, match="reward"):
+            train_preference(copy.deepcopy(small_model), plain, _cfg(loss_type), progress=False)
+    # DPO only needs the order
+    train_preference(copy.deepcopy(small_model), plain, _cfg("dpo", max_steps=1), progress=False)
+
+
+def test_train_preference_rejects_empty_data(small_model):
+    with pytest.raises(ValueError, match="at least one"):
+        train_preference(small_model, [], progress=False)
+
+
+def test_monitor_is_zero_against_itself(small_model, pairs):
+    from toyenv.dpo import _all_logprobs
+
+    ref = _all_logprobs(small_model, pairs, None)
+    m = monitor(small_model, ref, pairs)
+    assert m["chosen_delta"] == 0 and m["rejected_delta"] == 0 and m["margin"] == 0
+    assert m["chosen_logp"] < 0 and m["rejected_logp"] < 0
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0])
+def test_tabular_dpo_reaches_the_kl_regularized_optimum(beta):
+    ref = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
+    r = torch.tensor([0.0, 1.0, 0.5, 2.0, -1.0])
+    got = tabular_dpo(ref, r, beta, steps=2000).exp()
+    want = kl_regularized_optimum(ref, r, beta).exp()
+    assert torch.allclose(got, want, atol=2e-3), (got, want)
+    assert not torch.allclose(got, torch.softmax(ref, -1), atol=0.05)  # it moved
+
+
+def test_tabular_dpo_rejects_bad_input():
+    with pytest.raises(ValueError):
+        tabular_dpo(torch.zeros(3), torch.zeros(3), 0.0)
+    with pytest.raises(ValueError):
+        tabular_dpo(torch.zeros(3), torch.zeros(4), 1.0)
+
+
+def test_graded_pairs_carry_rewards_for_rpo(pairs):
+    assert all(isinstance(p, GradedPair) and p.reward_chosen >= p.reward_rejected for p in pairs)
+
+
+def test_the_reference_is_left_as_it_was(small_model, pairs):
+    ref = copy.deepcopy(small_model)
+    before = [p.detach().clone() for p in ref.parameters()]
+    policy = copy.deepcopy(small_model)
+    train_preference(policy, pairs, _cfg("dpo"), ref=ref, progress=False)
+    assert all(p.requires_grad for p in ref.parameters())  # a copy of it can still be trained afterwards
+    assert all(torch.equal(a, b) for a, b in zip(before, ref.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+
+
+def test_logratio_gaps_is_zero_for_the_reference_and_matches_monitor(small_model, pairs):
+    from toyenv.dpo import _all_logprobs, logratio_gaps
+
+    assert torch.equal(logratio_gaps(small_model, small_model, pairs), torch.zeros(len(pairs)))
+    policy = copy.deepcopy(small_model)
+    train_preference(policy, pairs, _cfg("dpo"), progress=False)
+    h = logratio_gaps(policy, small_model, pairs)
+    m = monitor(policy, _all_logprobs(small_model, pairs, None), pairs)
+    assert abs(float(h.mean()) - m["margin"]) < 1e-5

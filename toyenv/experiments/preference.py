@@ -1,0 +1,219 @@
+"""Loss-based regularizers on the toy world: notebook 05's DPO / DPO + NLL sweeps and notebook 06's margin study.
+
+    python -m toyenv.experiments.preference                 # everything, writes toyenv/data/preference_study.json
+    python -m toyenv.experiments.preference --part dpo      # only the α and β sweeps (notebook 05)
+    python -m toyenv.experiments.preference --part margins  # only the reward-model margin study (notebook 06)
+
+DPO (`toyenv.dpo.train_preference`) starts from the shipped base model on GeneralPoints pairs sampled from the
+base model itself and graded by the verifier (`toyenv.preference.general_points_pairs(model=base)`), the on-policy
+setting of iterative DPO. Each run records, on a fixed set of held-out pairs, the sequence log-probs of chosen and
+rejected completions before and after, the greedy accuracy of the policy on the task, and KL(π ‖ π_ref) of its
+completions. The margin study trains reward models (`toyenv.reward_model`) on graded pairs built from the
+environment (expert answers and graded corruptions of them) with no margin and with Llama 2's two margin tables,
+and measures held-out accuracy per strength label. About 40 s per DPO run and 30 s per reward model on a 2-core
+CPU; the whole default study about 15 minutes. The same machine and torch build give the same numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import load_base
+from ..dpo import PreferenceConfig, train_preference
+from ..envs import general_points as gp
+from ..kl import completion_kl
+from ..model import GPT
+from ..preference import STRENGTHS, GradedPair, general_points_pairs, strength_counts
+from ..reward_model import RewardConfig, RewardModel, score_texts, train_reward_model
+from ..tokenizer import Tokenizer
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+STUDY_PATH = DATA / "preference_study.json"
+EVAL_SEED = 3        # deals for greedy evaluation
+MONITOR_SEED = 100   # held-out pairs watched during training (never trained on)
+
+
+@dataclass
+class DPOExperiment:
+    """Everything that defines one DPO run but its loss weights and seed."""
+
+    num_pairs: int = 512
+    monitor_pairs: int = 128
+    max_steps: int = 200
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    eval_every: int = 50
+    eval_episodes: int = 200
+    kl_prompts: int = 128
+
+    def config(self, loss_type: str, beta: float, alpha: float, seed: int, **extra) -> PreferenceConfig:
+        return PreferenceConfig(loss_type=loss_type, beta=beta, alpha=alpha, max_steps=self.max_steps,
+                                batch_size=self.batch_size, learning_rate=self.learning_rate,
+                                eval_every=self.eval_every, seed=seed, **extra)
+
+
+def sampled_pairs(base: GPT, tokenizer: Tokenizer, n: int, seed: int) -> list[GradedPair]:
+    """n graded pairs from 4 samples of the base model per hand (two with different verifier rewards)."""
+    return general_points_pairs(n, seed=seed, model=base, tokenizer=tokenizer)
+
+
+def task_accuracy(model: GPT, tokenizer: Tokenizer, episodes: int = 200) -> dict:
+    """Greedy accuracy on GeneralPoints ("ten"), on the fixed evaluation deals."""
+    return {"task_accuracy": gp.evaluate(model, tokenizer, "ten", n_episodes=episodes, seed=EVAL_SEED)["accuracy"]}
+
+
+def policy_kl(policy: GPT, ref: GPT, tokenizer: Tokenizer, pairs: list[GradedPair]) -> float:
+    """Mean KL(π ‖ π_ref) in nats of completions sampled from π, on the prompts of `pairs`."""
+    return float(completion_kl(policy, ref, [p.prompt for p in pairs], tokenizer, max_new_tokens=24, seed=0).mean())
+
+
+def run_dpo(loss_type: str = "dpo", beta: float = 0.1, alpha: float = 0.0, seed: int = 0,
+            exp: DPOExperiment | None = None, base: GPT | None = None, tokenizer: Tokenizer | None = None,
+            train_pairs: list | None = None, monitor: list | None = None, progress: bool = True,
+            **extra) -> tuple[GPT, dict]:
+    """One preference-optimization run from the base model; returns (policy, record).
+
+    record: the settings, "eval" [(step, {chosen_logp, rejected_logp, chosen_delta, rejected_delta, margin,
+    accuracy, task_accuracy}), ...] on the monitor pairs, "final" (the last of them plus "kl"), "seconds".
+    `train_pairs` / `monitor` default to `sampled_pairs(seed)` and `sampled_pairs(MONITOR_SEED)`.
+    """
+    exp = exp or DPOExperiment()
+    if base is None:
+        base, tokenizer = load_base()
+    tokenizer = tokenizer or Tokenizer()
+    train_pairs = train_pairs if train_pairs is not None else sampled_pairs(base, tokenizer, exp.num_pairs, seed)
+    monitor = monitor if monitor is not None else sampled_pairs(base, tokenizer, exp.monitor_pairs, MONITOR_SEED)
+    policy = copy.deepcopy(base)
+    start = time.perf_counter()
+    label = f"{loss_type}, β = {beta}" + (f", α = {alpha}" if loss_type == "dpo_nll" else "")
+    history = train_preference(policy, train_pairs, exp.config(loss_type, beta, alpha, seed, **extra), ref=base,
+                               tokenizer=tokenizer, monitor_pairs=monitor,
+                               eval_fn=lambda m: task_accuracy(m, tokenizer, exp.eval_episodes),
+                               progress=progress, desc=label)
+    evals = [(s, {k: round(float(v), 4) for k, v in row.items()}) for s, row in history["eval"]]
+    final = dict(evals[-1][1], kl=round(policy_kl(policy, base, tokenizer, monitor[: exp.kl_prompts]), 4))
+    record = {"loss_type": loss_type, "beta": beta, "alpha": alpha, "seed": seed, **extra, "eval": evals,
+              "final": final, "seconds": round(time.perf_counter() - start, 1)}
+    return policy, record
+
+
+# --------------------------------------------------------------------------- reward-model margins (notebook 06)
+@dataclass
+class MarginExperiment:
+    num_train: int = 2000
+    num_test: int = 1000
+    max_steps: int = 150
+    learning_rate: float = 3e-4
+
+
+def graded_pool_pairs(n: int, seed: int) -> list[GradedPair]:
+    """Environment-built graded pairs (expert vs graded corruptions), 10% "unsure" labels."""
+    return general_points_pairs(n, seed=seed)
+
+
+def bucket_metrics(rm: RewardModel, tokenizer: Tokenizer, pairs: list[GradedPair]) -> dict:
+    """Held-out accuracy (ties count half) and mean score gap r(y_c) − r(y_r), overall and per strength label."""
+    prompts = [p.prompt for p in pairs]
+    r_c = score_texts(rm, prompts, [p.chosen for p in pairs], tokenizer)
+    r_r = score_texts(rm, prompts, [p.rejected for p in pairs], tokenizer)
+    gap = (r_c - r_r).double()
+    correct = (gap > 0).double() + 0.5 * (gap == 0).double()
+    labels = np.array([p.strength for p in pairs])
+    out = {"all": {"accuracy": round(float(correct.mean()), 4), "gap": round(float(gap.mean()), 4), "n": len(pairs)}}
+    for s in STRENGTHS:
+        idx = torch.as_tensor(np.flatnonzero(labels == s))
+        if len(idx):
+            out[s] = {"accuracy": round(float(correct[idx].mean()), 4), "gap": round(float(gap[idx].mean()), 4),
+                      "n": int(len(idx))}
+    return out
+
+
+def run_margin(table: str | None, seed: int = 0, exp: MarginExperiment | None = None, base: GPT | None = None,
+               tokenizer: Tokenizer | None = None, train_pairs: list | None = None, test_pairs: list | None = None,
+               progress: bool = True) -> tuple[RewardModel, dict]:
+    """A reward model from the base model's weights, trained with Llama 2's margin `table` ("small", "large") or
+    without a margin (None); returns (rm, record with per-strength held-out metrics)."""
+    exp = exp or MarginExperiment()
+    if base is None:
+        base, tokenizer = load_base()
+    tokenizer = tokenizer or Tokenizer()
+    train_pairs = train_pairs if train_pairs is not None else graded_pool_pairs(exp.num_train, seed)
+    test_pairs = test_pairs if test_pairs is not None else graded_pool_pairs(exp.num_test, 1000 + seed)
+    torch.manual_seed(seed)  # the reward head's initialization
+    rm = RewardModel.from_gpt(base)
+    cfg = RewardConfig(max_steps=exp.max_steps, learning_rate=exp.learning_rate, use_margin=table is not None,
+                       seed=seed)
+    train_reward_model(rm, [p.as_preference_pair(table or "small") for p in train_pairs], cfg, tokenizer,
+                       progress=progress, desc=f"reward model, margin {table}")
+    return rm, {"table": table, "seed": seed, "test": bucket_metrics(rm, tokenizer, test_pairs)}
+
+
+# --------------------------------------------------------------------------- the whole study
+ALPHAS = (0.0, 0.3, 1.0, 3.0, 10.0)
+BETAS = (0.03, 0.1, 0.3, 1.0)
+TABLES = (None, "small", "large")
+
+
+def study(parts=("dpo", "margins"), seeds=(0, 1, 2), progress: bool = True) -> dict:
+    base, tokenizer = load_base()
+    out: dict = {}
+    if "dpo" in parts:
+        exp = DPOExperiment()
+        monitor = sampled_pairs(base, tokenizer, exp.monitor_pairs, MONITOR_SEED)
+        out["dpo_experiment"], out["alpha_sweep"], out["beta_sweep"] = asdict(exp), [], []
+        for seed in seeds:
+            train_pairs = sampled_pairs(base, tokenizer, exp.num_pairs, seed)
+            for alpha in ALPHAS:
+                loss_type = "dpo" if alpha == 0 else "dpo_nll"
+                _, rec = run_dpo(loss_type, 0.1, alpha, seed, exp, base, tokenizer, train_pairs, monitor, progress)
+                out["alpha_sweep"].append(rec)
+            for beta in BETAS:
+                if beta == 0.1:
+                    continue  # the α = 0 run of the α sweep
+                _, rec = run_dpo("dpo", beta, 0.0, seed, exp, base, tokenizer, train_pairs, monitor, progress)
+                out["beta_sweep"].append(rec)
+    if "margins" in parts:
+        exp = MarginExperiment()
+        out["margin_experiment"], out["margins"] = asdict(exp), []
+        for seed in seeds:
+            train_pairs, test_pairs = graded_pool_pairs(exp.num_train, seed), graded_pool_pairs(exp.num_test, 1000 + seed)
+            out.setdefault("strength_counts", strength_counts(train_pairs))
+            for table in TABLES:
+                _, rec = run_margin(table, seed, exp, base, tokenizer, train_pairs, test_pairs, progress)
+                out["margins"].append(rec)
+    out["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return out
+
+
+def load_study(path: Path = STUDY_PATH) -> dict:
+    """The shipped study (rebuild it with `python -m toyenv.experiments.preference`)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; rebuild it with `python -m toyenv.experiments.preference`")
+    return json.loads(path.read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("dpo", "margins", "all"), default="all")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", type=Path, default=STUDY_PATH)
+    args = ap.parse_args(argv)
+    parts = ("dpo", "margins") if args.part == "all" else (args.part,)
+    start = time.perf_counter()
+    result = study(parts, tuple(args.seeds))
+    if args.out.exists() and args.part != "all":  # keep the other part of an existing study
+        result = {**json.loads(args.out.read_text()), **result}
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
