@@ -44,9 +44,10 @@ build: setup
 check: setup
 	$(PY) -m toyenv.course check
 
+# The performance table of the README ("How fast"); transformers is only needed here (the `bench` extra).
 bench: setup
-	$(PY) -m benchmarks.generate
-	$(PY) -m benchmarks.rl_step
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m benchmarks.run --notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -9,6 +9,7 @@ EOS is disabled so both runs generate exactly the same number of tokens.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -17,8 +18,29 @@ import torch
 from toyenv import GPT, GPTConfig, Tokenizer, seed_everything
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name: /proc/cpuinfo on Linux (platform.processor() is often empty there)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return (f"{cpu_model()}, {cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch thread{'' if torch.get_num_threads() == 1 else 's'}")
 
 
 def time_generate(model, prompts, new_tokens: int, use_cache: bool, repeats: int) -> float:

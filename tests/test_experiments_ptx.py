@@ -8,11 +8,6 @@ import toyenv
 from toyenv.experiments import ptx
 
 
-@pytest.fixture(scope="module")
-def base():
-    return toyenv.load_base(map_location="cpu")
-
-
 def test_data_are_fixed_draws_of_all_four_pretraining_skills():
     a, b = ptx.ptx_data(), ptx.held_out_data()
     assert len(a) > 1000 and len(b) > 300

@@ -2,13 +2,7 @@
 import numpy as np
 import pytest
 
-import toyenv
 from toyenv.experiments import preference as P
-
-
-@pytest.fixture(scope="module")
-def base():
-    return toyenv.load_base(map_location="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,7 @@
 import pytest
 import torch
 
-import toyenv
 from toyenv.experiments import razor as R
-
-
-@pytest.fixture(scope="module")
-def base():
-    return toyenv.load_base(map_location="cpu")
 
 
 def test_r_squared_matches_a_hand_computation():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from toyenv import GPT, GPTConfig, Tokenizer, load_base
+from toyenv import GPT, GPTConfig, Tokenizer
 from toyenv import rl
 from toyenv.kl import k3
 from toyenv.rl import AdaptiveKLController, RLConfig, Task, advantages, clipped_objective
@@ -122,12 +122,6 @@ def test_navigation_task_scores_against_the_oracle():
     assert all(s in (1.0, -1.0) for s in scores) and scores[0] == scores[1] == scores[2] == -1.0
     with pytest.raises(ValueError):
         rl.navigation_task("diagonal")
-
-
-@pytest.fixture(scope="module")
-def base():
-    model, tok = load_base(map_location="cpu")
-    return model, tok
 
 
 def test_rollout_groups_and_masks(base):

@@ -7,11 +7,6 @@ from toyenv.experiments import sft_vs_rl as S
 
 
 @pytest.fixture(scope="module")
-def base():
-    return toyenv.load_base(map_location="cpu")
-
-
-@pytest.fixture(scope="module")
 def short_general_points(base):
     """Seed 0, a third of the notebook's budget: 21 RL steps and SFT at the same FLOPs."""
     model, tok = base
