@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .model import GPT
 from .preference import (RPO_DIVERGENCES, dpo_loss, dpo_nll_loss, pair_logprobs, rebel_loss, rpo_loss)
+from .reward_model import pairwise_accuracy
 from .tokenizer import Tokenizer
 from .train import adamw, lr_at
 
@@ -101,7 +102,7 @@ def monitor(policy: GPT, ref_logps: tuple[torch.Tensor, torch.Tensor], pairs: Se
     h = (c - ref_c) - (r - ref_r)
     return {"chosen_logp": float(c.mean()), "rejected_logp": float(r.mean()),
             "chosen_delta": float((c - ref_c).mean()), "rejected_delta": float((r - ref_r).mean()),
-            "margin": float(h.mean()), "accuracy": float(((h > 0).double() + 0.5 * (h == 0).double()).mean())}
+            "margin": float(h.mean()), "accuracy": pairwise_accuracy(c - ref_c, r - ref_r)}
 
 
 def logratio_gaps(policy: GPT, ref: GPT, pairs: Sequence[Any], tokenizer: Tokenizer | None = None) -> torch.Tensor:

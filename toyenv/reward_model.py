@@ -41,7 +41,8 @@ from .train import adamw, lr_at
 
 __all__ = [
     "RewardModel", "RewardConfig", "PreferencePair", "encode_preference", "collate", "score_texts",
-    "as_reward_fn", "bradley_terry_loss", "train_reward_model", "preference_accuracy", "sample_preference_pairs",
+    "as_reward_fn", "bradley_terry_loss", "train_reward_model", "preference_accuracy",
+    "pairwise_accuracy", "sample_preference_pairs",
     "save_reward_model", "load_reward_model",
 ]
 
@@ -288,7 +289,7 @@ def _pair_scores(rm: RewardModel, chosen: list, rejected: list) -> tuple[torch.T
     return scores[: len(chosen)], scores[len(chosen) :]
 
 
-def _accuracy(r_c: torch.Tensor, r_r: torch.Tensor) -> float:
+def pairwise_accuracy(r_c: torch.Tensor, r_r: torch.Tensor) -> float:
     """Fraction of pairs ranked right; a tie counts half (a coin flip would be right half the time)."""
     return float(((r_c > r_r).double() + 0.5 * (r_c == r_r).double()).mean())
 
@@ -302,7 +303,7 @@ def preference_accuracy(rm: RewardModel, pairs: Sequence, tokenizer: Tokenizer |
     prompts = [p.prompt for p in pairs]
     r_c = score_texts(rm, prompts, [p.chosen for p in pairs], tokenizer, batch_size)
     r_r = score_texts(rm, prompts, [p.rejected for p in pairs], tokenizer, batch_size)
-    return _accuracy(r_c, r_r)
+    return pairwise_accuracy(r_c, r_r)
 
 
 def train_reward_model(
@@ -350,7 +351,7 @@ def train_reward_model(
             r_r.append(r.float().cpu())
         r_c, r_r = torch.cat(r_c), torch.cat(r_r)
         loss = bradley_terry_loss(r_c, r_r, ev_margins if cfg.use_margin else None)
-        history["eval"].append((step, {"accuracy": _accuracy(r_c, r_r), "loss": loss.item()}))
+        history["eval"].append((step, {"accuracy": pairwise_accuracy(r_c, r_r), "loss": loss.item()}))
 
     run_eval(0)
     order = torch.randperm(len(pairs), generator=gen)
@@ -379,7 +380,7 @@ def train_reward_model(
         grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.max_grad_norm)
         opt.step()
 
-        acc = _accuracy(r_c.detach(), r_r.detach())
+        acc = pairwise_accuracy(r_c.detach(), r_r.detach())
         history["step"].append(step)
         history["loss"].append(loss.item())
         history["accuracy"].append(acc)

@@ -33,7 +33,7 @@ from ..envs import general_points as gp
 from ..kl import completion_kl
 from ..model import GPT
 from ..preference import STRENGTHS, GradedPair, general_points_pairs, strength_counts
-from ..reward_model import RewardConfig, RewardModel, score_texts, train_reward_model
+from ..reward_model import RewardConfig, RewardModel, pairwise_accuracy, score_texts, train_reward_model
 from ..tokenizer import Tokenizer
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -126,13 +126,14 @@ def bucket_metrics(rm: RewardModel, tokenizer: Tokenizer, pairs: list[GradedPair
     r_c = score_texts(rm, prompts, [p.chosen for p in pairs], tokenizer)
     r_r = score_texts(rm, prompts, [p.rejected for p in pairs], tokenizer)
     gap = (r_c - r_r).double()
-    correct = (gap > 0).double() + 0.5 * (gap == 0).double()
     labels = np.array([p.strength for p in pairs])
-    out = {"all": {"accuracy": round(float(correct.mean()), 4), "gap": round(float(gap.mean()), 4), "n": len(pairs)}}
+    out = {"all": {"accuracy": round(pairwise_accuracy(r_c, r_r), 4), "gap": round(float(gap.mean()), 4),
+                   "n": len(pairs)}}
     for s in STRENGTHS:
         idx = torch.as_tensor(np.flatnonzero(labels == s))
         if len(idx):
-            out[s] = {"accuracy": round(float(correct[idx].mean()), 4), "gap": round(float(gap[idx].mean()), 4),
+            out[s] = {"accuracy": round(pairwise_accuracy(r_c[idx], r_r[idx]), 4),
+                      "gap": round(float(gap[idx].mean()), 4),
                       "n": int(len(idx))}
     return out
 
