@@ -3,19 +3,26 @@
     python -m toyenv.experiments.razor            # every run in RUNS, writes toyenv/data/razor.json
     python -m toyenv.experiments.razor --only "RL lr 1e-4" "SFT lr 1e-3"
 
-The *new* task is GeneralPoints under J/Q/K = 10; the *old* skill, which the base model has and no run trains, is
-navigation (per-step accuracy, absolute and relative turns averaged). Each run starts from the shipped base model
-and trains on the new task only, with SFT or RL in several settings. For each run we record
+The *new* task is GeneralPoints under J/Q/K = 10. Two *old* skills, which the base model has and no run trains:
+
+* the primary one, GeneralPoints under the other rule (J=11 Q=12 K=13): greedy accuracy on 1,000 held-out deals.
+  Its prompts differ from the new task's only in the rule sentence, so it shares the new task's inputs the way the
+  paper's old benchmarks share a language model's inputs;
+* navigation (per-step accuracy, absolute and relative turns averaged): prompts that share nothing with the new task.
+
+Each run starts from the shipped base model and trains on the new task only, with SFT or RL in several settings.
+For each run we record
 
 * the new-task score (greedy accuracy on held-out deals),
-* forgetting: the base model's old-skill accuracy minus the run's,
+* forgetting of each old skill: the base model's accuracy minus the run's,
 * KL(π0 ‖ π) on the new task: `toyenv.kl.completion_kl(base, model, new-task prompts)`, completions from π0,
 * the rejected predictor: how far the weights moved, ‖θ − θ0‖₂.
 
-The runs vary the optimizer (learning rate, steps), the data (expert answers; the base model's own *correct*
-samples, the KL-minimal distribution that solves the task, "oracle SFT"; an RL policy's samples) and the RL
-algorithm (RLOO with negative rewards, with a KL penalty, and positive-only REINFORCE on 0/1 rewards, which is
-on-policy SFT on the policy's own correct samples). About 5 minutes on a 2-core CPU for all of them.
+The runs vary the optimizer (learning rate, steps), the SFT data (the expert answers the base model was pretrained
+on; another annotator's equally correct answers, which the base model never imitated; the base model's own
+*correct* samples, the KL-minimal distribution that solves the task, "oracle SFT"; an RL policy's samples) and the
+RL algorithm (RLOO with negative rewards, with a KL penalty, longer, and positive-only REINFORCE on 0/1 rewards,
+which is on-policy SFT on the policy's own correct samples). About 8 minutes on a 2-core CPU for all of them.
 """
 from __future__ import annotations
 
@@ -43,11 +50,14 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 RESULTS_PATH = DATA / "razor.json"
 EVAL_SEED = 6
 NEW_RULE = "ten"
+OLD_RULE = "ranked"
+OLD_SKILL_DEALS = 1000
+SFT_DATA = ("expert", "other_annotator", "oracle", "rl_samples")
 
 
 @dataclass
 class RazorRun:
-    """One way of learning the new task. `method` "sft" (with `data` "expert" | "oracle" | "rl_samples") or "rl"."""
+    """One way of learning the new task: `method` "sft" (with `data` one of SFT_DATA) or "rl"."""
 
     name: str
     method: str
@@ -60,6 +70,7 @@ class RazorRun:
 RUNS = [
     RazorRun("RL lr 1e-4", "rl", 1e-4, 60),
     RazorRun("RL lr 3e-4", "rl", 3e-4, 60),
+    RazorRun("RL lr 1e-4, 150 steps", "rl", 1e-4, 150),
     RazorRun("RL lr 1e-4, KL beta 0.1", "rl", 1e-4, 60, rl={"beta": 0.1}),
     RazorRun("RL positive-only lr 1e-4", "rl", 1e-4, 60, rl={"algorithm": "reinforce"}),
     RazorRun("SFT lr 1e-4, 20 steps", "sft", 1e-4, 20),
@@ -67,6 +78,8 @@ RUNS = [
     RazorRun("SFT lr 3e-4", "sft", 3e-4, 150),
     RazorRun("SFT lr 1e-3", "sft", 1e-3, 150),
     RazorRun("SFT lr 3e-4, 2x steps", "sft", 3e-4, 300),
+    RazorRun("SFT other annotator lr 1e-4", "sft", 1e-4, 150, data="other_annotator"),
+    RazorRun("SFT other annotator lr 3e-4, 2x", "sft", 3e-4, 300, data="other_annotator"),
     RazorRun("oracle SFT lr 3e-4", "sft", 3e-4, 150, data="oracle"),
     RazorRun("SFT on RL samples lr 3e-4", "sft", 3e-4, 150, data="rl_samples"),
 ]
@@ -82,10 +95,32 @@ def new_task_score(model: GPT, tokenizer: Tokenizer, n: int = 300) -> float:
     return gp.evaluate(model, tokenizer, NEW_RULE, n_episodes=n, seed=EVAL_SEED)["accuracy"]
 
 
-def old_skill(model: GPT, tokenizer: Tokenizer, n_routes: int = 40) -> float:
-    """Navigation per-step accuracy, absolute and relative turns averaged: the skill nobody trains here."""
+def old_skill(model: GPT, tokenizer: Tokenizer, n: int = OLD_SKILL_DEALS) -> float:
+    """The primary old skill: greedy accuracy on GeneralPoints under J=11 Q=12 K=13, which no run trains."""
+    return gp.evaluate(model, tokenizer, OLD_RULE, n_episodes=n, seed=EVAL_SEED)["accuracy"]
+
+
+def navigation_skill(model: GPT, tokenizer: Tokenizer, n_routes: int = 40) -> float:
+    """The second old skill: navigation per-step accuracy, absolute and relative turns averaged."""
     return float(np.mean([nav.evaluate(model, tokenizer, kind, n_episodes=n_routes, seed=EVAL_SEED)["per_step_accuracy"]
                           for kind in ("absolute", "relative")]))
+
+
+def old_skills(model: GPT, tokenizer: Tokenizer) -> dict:
+    return {"ranked": old_skill(model, tokenizer), "navigation": navigation_skill(model, tokenizer)}
+
+
+def other_annotator_dataset(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """The expert's deals answered by another annotator: among the solutions with the fewest parentheses, the
+    lexicographically *largest* instead of the smallest. As correct and as regular as the expert's answers, but a
+    style the base model never saw (it differs from the expert's on 99% of deals)."""
+    out = []
+    for prompt, _ in gp.expert_dataset(n, NEW_RULE, seed=2000 + seed):
+        cards = prompt.removeprefix("Cards: ").split(".")[0].split()
+        solutions = gp.solve(gp.hand_values(cards, NEW_RULE))
+        shortest = [s for s in solutions if len(s) == len(solutions[0])]
+        out.append((prompt, f"{shortest[-1]}=24"))
+    return out
 
 
 def weight_change(model: GPT, base: GPT) -> float:
@@ -131,6 +166,8 @@ def train_run(run: RazorRun, base: GPT, tokenizer: Tokenizer, seed: int = 0, pro
     if run.method == "sft":
         if run.data == "expert":
             data = gp.expert_dataset(4000, NEW_RULE, seed=2000 + seed)
+        elif run.data == "other_annotator":
+            data = other_annotator_dataset(4000, seed)
         elif run.data == "oracle":
             data = correct_samples(base, tokenizer, 2000, seed)
         elif run.data == "rl_samples":
@@ -156,12 +193,14 @@ def train_run(run: RazorRun, base: GPT, tokenizer: Tokenizer, seed: int = 0, pro
     return model
 
 
-def measure(run: RazorRun, model: GPT, base: GPT, tokenizer: Tokenizer, base_old: float, seed: int = 0) -> dict:
+def measure(run: RazorRun, model: GPT, base: GPT, tokenizer: Tokenizer, base_old: dict, seed: int = 0) -> dict:
+    """One run's numbers; `base_old` is `old_skills(base)`. "forgetting" is the primary old skill's drop."""
     kl = completion_kl(base, model, new_task_prompts(), tokenizer, max_new_tokens=20, seed=seed)
-    old = old_skill(model, tokenizer)
+    old = old_skills(model, tokenizer)
     return {"name": run.name, "method": run.method, "data": run.data, "learning_rate": run.learning_rate,
-            "steps": run.steps, "new_task": new_task_score(model, tokenizer), "old_skill": old,
-            "forgetting": base_old - old, "kl": float(kl.mean()),
+            "steps": run.steps, "new_task": new_task_score(model, tokenizer), "old_skill": old["ranked"],
+            "forgetting": base_old["ranked"] - old["ranked"], "old_navigation": old["navigation"],
+            "forgetting_navigation": base_old["navigation"] - old["navigation"], "kl": float(kl.mean()),
             "weight_change": weight_change(model, base)}
 
 
@@ -177,8 +216,9 @@ def r_squared(x, y) -> float:
 def run_all(runs=RUNS, progress: bool = True) -> dict:
     base, tok = load_base()
     t0 = time.perf_counter()
-    base_old = old_skill(base, tok)
-    out = {"base": {"new_task": new_task_score(base, tok), "old_skill": base_old}, "runs": []}
+    base_old = old_skills(base, tok)
+    out = {"base": {"new_task": new_task_score(base, tok), "old_skill": base_old["ranked"],
+                    "old_navigation": base_old["navigation"]}, "runs": []}
     policies: dict[str, GPT] = {}
     for run in runs:
         start = time.perf_counter()
@@ -194,11 +234,13 @@ def run_all(runs=RUNS, progress: bool = True) -> dict:
         record = measure(run, model, base, tok, base_old)
         record["seconds"] = round(time.perf_counter() - start, 1)
         out["runs"].append(record)
-        print(f"{run.name:<28} new {record['new_task']:.3f}  forgetting {record['forgetting']:+.3f}  "
-              f"KL {record['kl']:.3f}  |dθ| {record['weight_change']:.2f}  {record['seconds']:.0f} s", flush=True)
+        print(f"{run.name:<32} new {record['new_task']:.3f}  forgetting {record['forgetting']:+.3f} "
+              f"(navigation {record['forgetting_navigation']:+.3f})  KL {record['kl']:.3f}  "
+              f"|dθ| {record['weight_change']:.2f}  {record['seconds']:.0f} s", flush=True)
     rows = out["runs"]
-    out["r2_kl"] = r_squared([r["kl"] for r in rows], [r["forgetting"] for r in rows])
-    out["r2_weight_change"] = r_squared([r["weight_change"] for r in rows], [r["forgetting"] for r in rows])
+    out["r2"] = {skill: {key: r_squared([r[key] for r in rows], [r[forgot] for r in rows])
+                         for key in ("kl", "weight_change")}
+                 for skill, forgot in (("ranked", "forgetting"), ("navigation", "forgetting_navigation"))}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     return out
@@ -212,7 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = [r for r in RUNS if not args.only or r.name in args.only]
     result = run_all(runs, progress=False)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"R² forgetting ~ KL: {result['r2_kl']:.3f};  ~ weight change: {result['r2_weight_change']:.3f}")
+    for skill, r2 in result["r2"].items():
+        print(f"R² forgetting ({skill}) ~ KL: {r2['kl']:.3f};  ~ weight change: {r2['weight_change']:.3f}")
     print(f"wrote {args.out} in {result['seconds']:.0f} s")
 
 
