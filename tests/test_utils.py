@@ -52,3 +52,27 @@ def test_smooth_is_a_bias_corrected_ema_and_rejects_bad_weights():
     for bad in (1.0, 8, -0.1):
         with pytest.raises(ValueError, match="weight"):
             smooth([1.0], bad)
+
+
+def test_eval_mode_restores_each_models_own_mode_even_after_an_error():
+    import torch.nn as nn
+
+    from toyenv.utils import eval_mode
+
+    training, evaluating = nn.Linear(2, 2), nn.Linear(2, 2).eval()
+    with eval_mode(training, evaluating):
+        assert not training.training and not evaluating.training
+    assert training.training and not evaluating.training
+    with pytest.raises(RuntimeError, match="boom"):
+        with eval_mode(training):
+            assert not training.training
+            raise RuntimeError("boom")
+    assert training.training
+
+    class Stub:  # duck-typed stand-in: only generate(), no train/eval
+        pass
+
+    stub = Stub()
+    with eval_mode(stub):
+        pass
+    assert not hasattr(stub, "training")

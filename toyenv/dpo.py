@@ -30,6 +30,7 @@ from .preference import (RPO_DIVERGENCES, dpo_loss, dpo_nll_loss, pair_logprobs,
 from .reward_model import pairwise_accuracy
 from .tokenizer import Tokenizer
 from .train import adamw, lr_at
+from .utils import eval_mode
 
 LOSS_TYPES = ("dpo", "dpo_nll", "rpo", "rebel")
 
@@ -82,13 +83,9 @@ def _rewards(pairs: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
 def _all_logprobs(model: GPT, pairs: Sequence[Any], tokenizer: Tokenizer | None, batch_size: int = 256,
                   average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """pair_logprobs over a whole list in batches, on the CPU, without gradients."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         parts = [pair_logprobs(model, pairs[s : s + batch_size], tokenizer, average)
                  for s in range(0, len(pairs), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat([c for c, _ in parts]).cpu(), torch.cat([r for _, r in parts]).cpu()
 
 

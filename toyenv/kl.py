@@ -25,6 +25,8 @@ from typing import Callable
 
 import torch
 
+from .utils import eval_mode
+
 KL_ESTIMATORS = ("k1", "k2", "k3")
 REDUCTIONS = ("sum", "mean", "none")
 
@@ -136,12 +138,9 @@ def completion_kl(
 
     if not prompts:
         raise ValueError("completion_kl needs at least one prompt")
-    modes = [(m, m.training) for m in (p_model, q_model)]
-    for m, _ in modes:
-        m.eval()
     gen = torch.Generator(device=p_model.device).manual_seed(seed)
     out = []
-    try:
+    with eval_mode(p_model, q_model):
         for start in range(0, len(prompts), batch_size):
             ids = [tokenizer.encode(p, bos=True) for p in prompts[start:start + batch_size]]
             tokens, gen_mask = p_model.generate(ids, max_new_tokens, generator=gen)
@@ -151,7 +150,4 @@ def completion_kl(
             _, logq = next_token_logprobs(q_model.to(tokens.device), tokens, attention)
             per_position = (logp.exp() * (logp - logq)).sum(-1)  # (B, T-1): position t predicts token t+1
             out.append((per_position * gen_mask[:, 1:].to(per_position.dtype)).sum(-1))
-    finally:
-        for m, was in modes:
-            m.train(was)
     return torch.cat(out).cpu()

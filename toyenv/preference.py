@@ -47,6 +47,7 @@ from .reward_model import PreferencePair, bradley_terry_loss
 from .rl import Task, general_points_task
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .train import collate, encode_pairs
+from .utils import eval_mode
 
 __all__ = [
     "sequence_logprob", "pair_logprobs", "dpo_loss", "dpo_nll_loss", "margin_bt_loss", "rpo_loss", "rebel_loss",
@@ -440,10 +441,7 @@ def _sampled_pairs(model: Any, tokenizer: Tokenizer, task: Task, n: int, hand_rn
     k, max_hands = num_samples, max_rounds * n
     out: list[GradedPair] = []
     n_hands = 0
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
+    with eval_mode(model):
         while len(out) < n and n_hands < max_hands:
             prompts, infos = task.sample_prompts(hand_rng, min(batch_size, max_hands - n_hands))
             n_hands += len(prompts)
@@ -464,9 +462,6 @@ def _sampled_pairs(model: Any, tokenizer: Tokenizer, task: Task, n: int, hand_rn
                 out.append(_graded(prompt, info, group[a], group[b], label_rng, unsure_rate))
                 if len(out) == n:
                     break
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
     if len(out) < n:
         warnings.warn(f"only {len(out)} of the {n} requested pairs from {n_hands} hands: the {k} samples of every "
                       f"other hand got the same reward; returning {len(out)} (raise max_rounds or num_samples)",

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from .model import GPT, GPTConfig, _padded_causal_mask
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .train import adamw, lr_at
+from .utils import eval_mode
 
 __all__ = [
     "RewardModel", "RewardConfig", "PreferencePair", "encode_preference", "collate", "score_texts",
@@ -205,15 +206,11 @@ def score_texts(rm: RewardModel, prompts: Sequence[str], completions: Sequence[s
     max_length = rm.config.block_size if truncate else None
     seqs = [encode_preference(p, c, tokenizer, max_length) for p, c in zip(prompts, completions)]
     _check_lengths(seqs, rm.config.block_size)
-    was_training = rm.training
-    rm.eval()
     out = []
-    try:
+    with eval_mode(rm):
         for start in range(0, len(seqs), batch_size):
             tokens, mask = collate(seqs[start : start + batch_size])
             out.append(rm(tokens.to(rm.device), mask.to(rm.device)).float().cpu())
-    finally:
-        rm.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -430,11 +427,9 @@ def sample_preference_pairs(
     infos = [dict(i) for i in infos] if infos is not None else [{} for _ in prompts]
     encoded = [tokenizer.encode(p, bos=True) for p in prompts]
     generator = torch.Generator(device=policy.device).manual_seed(int(seed))
-    was_training = policy.training
-    policy.eval()
     out: list[PreferencePair] = []
     n_sampled = 0
-    try:
+    with eval_mode(policy):
         for _ in range(max_rounds):
             for start in range(0, len(prompts), batch_size):
                 rows = range(start, min(start + batch_size, len(prompts)))
@@ -460,8 +455,6 @@ def sample_preference_pairs(
                     out.append(PreferencePair(prompts[i], a, b, margin=ga - gb, info=info))
                     if len(out) == n_pairs:
                         return out
-    finally:
-        policy.train(was_training)
     warnings.warn(
         f"only {len(out)} of the {n_pairs} requested pairs had different gold rewards "
         f"({n_sampled} prompts sampled in {max_rounds} round(s)); returning {len(out)}",

@@ -48,6 +48,7 @@ from .kl import KL_ESTIMATORS, estimator, exact_categorical
 from .model import GPT, next_token_logprobs
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .train import adamw, collate, completion_loss, encode_pairs
+from .utils import eval_mode
 
 ALGORITHMS = ("reinforce", "reinforce_baseline", "rloo", "grpo", "ppo")
 KL_PLACES = ("reward", "loss")
@@ -287,12 +288,10 @@ def rollout(policy: GPT, task: Task, tokenizer: Tokenizer, cfg: RLConfig, rng: n
     prompts = [p for p in prompts for _ in range(k)]
     infos = [i for i in infos for _ in range(k)]
     t0 = time.perf_counter()
-    was_training = policy.training
-    policy.eval()
-    # num_return_sequences: each prompt is read once and its keys/values are shared by its k samples.
-    tokens, gen_mask = policy.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, eos_id=EOS_ID,
-                                       pad_id=PAD_ID, generator=generator, num_return_sequences=k)
-    policy.train(was_training)
+    with eval_mode(policy):
+        # num_return_sequences: each prompt is read once and its keys/values are shared by its k samples.
+        tokens, gen_mask = policy.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, eos_id=EOS_ID,
+                                           pad_id=PAD_ID, generator=generator, num_return_sequences=k)
     t1 = time.perf_counter()
     completions = tokenizer.decode_batch(tokens, mask=gen_mask)
     scores = torch.as_tensor([float(s) for s in task.reward_fn(prompts, completions, infos)], dtype=torch.float32)
@@ -376,10 +375,8 @@ def train(
 
     def run_eval(step: int) -> None:
         if eval_fn is not None:
-            was = policy.training
-            policy.eval()
-            history["eval"].append((step, eval_fn(policy)))
-            policy.train(was)
+            with eval_mode(policy):
+                history["eval"].append((step, eval_fn(policy)))
 
     if cfg.eval_every:
         run_eval(0)

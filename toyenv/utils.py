@@ -1,8 +1,10 @@
-"""Seeds and device selection."""
+"""Seeds, device selection, and eval mode for a block."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -48,3 +50,23 @@ def device() -> torch.device:
     if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(*models: Any) -> Iterator[None]:
+    """Put `models` in eval mode for the block, then give each its own mode back, even if the block raises.
+
+    Sampling and scoring happen in the middle of training loops, so a helper that switches a model to eval must not
+    leave it there. Objects without `.eval()` or a boolean `.training` (duck-typed stand-ins for a model) are left
+    as they are.
+    """
+    saved = [(m, getattr(m, "training", None)) for m in models]
+    for m, _ in saved:
+        if hasattr(m, "eval"):
+            m.eval()
+    try:
+        yield
+    finally:
+        for m, was_training in saved:
+            if isinstance(was_training, bool) and hasattr(m, "train"):
+                m.train(was_training)

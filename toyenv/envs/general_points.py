@@ -63,6 +63,7 @@ from gymnasium import spaces
 
 from toyenv.envs._sampling import sampling_generator
 from toyenv.tokenizer import CHARACTERS, EOS_ID, PAD_ID
+from toyenv.utils import eval_mode
 
 __all__ = [
     "CARDS", "FACE_CARDS", "FACE_CARD_RULES", "REWARD_CORRECT", "REWARD_WRONG_VALUE",
@@ -638,20 +639,13 @@ def evaluate(model: Any, tokenizer: Any, face_card_rule: str = "ten", n_episodes
     prompts = [make_prompt(h, face_card_rule, target) for h in hands]
 
     generator = sampling_generator(model, greedy, seed)
-    was_training = getattr(model, "training", None)
-    if was_training and hasattr(model, "eval"):
-        model.eval()
     completions: list[str] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, n_episodes, batch_size):
-                batch = [tokenizer.encode(p, bos=True) for p in prompts[start:start + batch_size]]
-                tokens, gen_mask = model.generate(batch, max_new_tokens, temperature=temperature, top_k=top_k,
-                                                  greedy=greedy, eos_id=EOS_ID, pad_id=PAD_ID, generator=generator)
-                completions += tokenizer.decode_batch(tokens, mask=gen_mask)
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, n_episodes, batch_size):
+            batch = [tokenizer.encode(p, bos=True) for p in prompts[start:start + batch_size]]
+            tokens, gen_mask = model.generate(batch, max_new_tokens, temperature=temperature, top_k=top_k,
+                                              greedy=greedy, eos_id=EOS_ID, pad_id=PAD_ID, generator=generator)
+            completions += tokenizer.decode_batch(tokens, mask=gen_mask)
 
     verdicts = verify_batch(completions, hands, face_card_rule, target)
     counts = {k: 0 for k in VERDICT_KINDS}

@@ -89,6 +89,7 @@ from gymnasium import spaces
 
 from toyenv.envs._sampling import sampling_generator
 from toyenv.tokenizer import CHARACTERS
+from toyenv.utils import eval_mode
 
 __all__ = [
     "ACTION_SPACE_KINDS",
@@ -502,24 +503,17 @@ def evaluate(
     encoded = [tokenizer.encode(s.prompt, bos=True) for _, s in flat]
     completions: list[str] = []
     generator = sampling_generator(model, greedy, seed)
-    was_training = getattr(model, "training", None)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        with torch.no_grad():
-            for b in range(0, len(encoded), int(batch_size)):
-                tokens, mask = model.generate(
-                    encoded[b : b + int(batch_size)],
-                    max_new_tokens=max_new_tokens,
-                    greedy=greedy,
-                    eos_id=tokenizer.eos_id,
-                    pad_id=tokenizer.pad_id,
-                    generator=generator,
-                )
-                completions.extend(tokenizer.decode_batch(tokens, mask=mask))
-    finally:
-        if isinstance(was_training, bool) and hasattr(model, "train"):
-            model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for b in range(0, len(encoded), int(batch_size)):
+            tokens, mask = model.generate(
+                encoded[b : b + int(batch_size)],
+                max_new_tokens=max_new_tokens,
+                greedy=greedy,
+                eos_id=tokenizer.eos_id,
+                pad_id=tokenizer.pad_id,
+                generator=generator,
+            )
+            completions.extend(tokenizer.decode_batch(tokens, mask=mask))
 
     if len(completions) != len(flat):
         raise ValueError(f"model.generate returned {len(completions)} rows for {len(flat)} prompts")

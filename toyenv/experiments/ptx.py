@@ -34,6 +34,7 @@ from ..pretrain import PretrainConfig, mixture
 from ..rl import RLConfig, general_points_task, train
 from ..tokenizer import Tokenizer
 from ..train import SFTConfig, collate, completion_loss, encode_pairs, sft
+from ..utils import eval_mode
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SWEEP_PATH = DATA / "ptx_sweep.json"
@@ -73,12 +74,9 @@ def held_out_data() -> list[tuple[str, str]]:
 @torch.no_grad()
 def pretraining_loss(model: GPT, tokenizer: Tokenizer, data: list[tuple[str, str]]) -> float:
     """Mean next-token NLL (nats) of the completions in `data`, as the base model was trained on them."""
-    was_training = model.training
-    model.eval()
     tokens, mask = collate(encode_pairs(data, tokenizer), completion_only=True)
-    loss = completion_loss(model, tokens.to(model.device), mask.to(model.device)).item()
-    model.train(was_training)
-    return loss
+    with eval_mode(model):
+        return completion_loss(model, tokens.to(model.device), mask.to(model.device)).item()
 
 
 def skills(model: GPT, tokenizer: Tokenizer, held_out: list[tuple[str, str]], episodes: int = 300) -> dict:

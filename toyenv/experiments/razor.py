@@ -45,6 +45,7 @@ from ..model import GPT
 from ..rl import RLConfig, general_points_task, train
 from ..tokenizer import Tokenizer
 from ..train import SFTConfig, sft
+from ..utils import eval_mode
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 RESULTS_PATH = DATA / "razor.json"
@@ -139,21 +140,19 @@ def correct_samples(model: GPT, tokenizer: Tokenizer, n: int, seed: int = 0, per
     task = general_points_task(NEW_RULE)
     rng = np.random.default_rng([seed, 23])
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
     out: list[tuple[str, str]] = []
-    for _ in range(50):
-        prompts, infos = task.sample_prompts(rng, 64)
-        tokens, mask = model.generate([tokenizer.encode(p, bos=True) for p in prompts], max_new_tokens,
-                                      generator=gen, num_return_sequences=per_prompt)
-        completions = tokenizer.decode_batch(tokens, mask=mask)
-        for i, c in enumerate(completions):
-            prompt, info = prompts[i // per_prompt], infos[i // per_prompt]
-            if gp.verify(info["cards"], c, NEW_RULE).correct:
-                out.append((prompt, c))
-        if len(out) >= n:
-            break
-    model.train(was_training)
+    with eval_mode(model):
+        for _ in range(50):
+            prompts, infos = task.sample_prompts(rng, 64)
+            tokens, mask = model.generate([tokenizer.encode(p, bos=True) for p in prompts], max_new_tokens,
+                                          generator=gen, num_return_sequences=per_prompt)
+            completions = tokenizer.decode_batch(tokens, mask=mask)
+            for i, c in enumerate(completions):
+                prompt, info = prompts[i // per_prompt], infos[i // per_prompt]
+                if gp.verify(info["cards"], c, NEW_RULE).correct:
+                    out.append((prompt, c))
+            if len(out) >= n:
+                break
     if len(out) < n:
         raise RuntimeError(f"only {len(out)} correct samples found, wanted {n}")
     return out[:n]

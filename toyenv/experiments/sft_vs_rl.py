@@ -40,6 +40,7 @@ from ..model import GPT
 from ..rl import RLConfig, Task, general_points_task, navigation_task, train
 from ..tokenizer import Tokenizer
 from ..train import SFTConfig, encode_pairs, sft
+from ..utils import eval_mode
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 RESULTS_PATH = DATA / "sft_vs_rl.json"
@@ -190,11 +191,8 @@ def rule_usage(model: GPT, tokenizer: Tokenizer, n: int = 300, seed: int = EVAL_
     training rule). Returns fractions and the first answers for inspection."""
     hands = [h for h in gp.eval_hands(4 * n, "ranked", seed) if any(c in ("J", "Q", "K") for c in h)][:n]
     prompts = [tokenizer.encode(gp.make_prompt(h, "ranked"), bos=True) for h in hands]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         tokens, mask = model.generate(prompts, 24, greedy=True)
-    model.train(was_training)
     answers = tokenizer.decode_batch(tokens, mask=mask)
     stated = [gp.verify(h, a, "ranked") for h, a in zip(hands, answers)]
     training = [gp.verify(h, a, "ten") for h, a in zip(hands, answers)]
