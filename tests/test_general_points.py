@@ -499,3 +499,11 @@ def test_evaluate_real_model_smoke(small_model):
                           greedy=greedy)
         assert res["n"] == 2 and 0.0 <= res["accuracy"] <= 1.0 and len(res["samples"]) == 2
     assert small_model.training  # restored
+
+
+def test_expert_hands_are_the_deals_expert_dataset_answers():
+    hands = gp.expert_hands(50, "ten", seed=3)
+    pairs = gp.expert_dataset(50, "ten", seed=3)
+    assert [gp.make_prompt(h, "ten") for h in hands] == [p for p, _ in pairs]
+    assert [gp.expert_answer(h, "ten") for h in hands] == [a for _, a in pairs]
+    assert hands != gp.eval_hands(50, "ten", seed=3)  # a different stream of the same seed

@@ -7,7 +7,6 @@ import torch
 
 from toyenv.envs import general_points as gp
 from toyenv.experiments import razor as R
-from toyenv.kl import completion_kl
 
 
 def test_r_squared_matches_a_hand_computation():
@@ -48,8 +47,7 @@ def test_measure_records_forgetting_kl_and_weight_change(base):
 def test_the_other_annotator_answers_the_same_deals_correctly_in_another_style():
     theirs, expert = R.other_annotator_dataset(200), gp.expert_dataset(200, R.NEW_RULE, seed=2000)
     assert [p for p, _ in theirs] == [p for p, _ in expert]
-    for prompt, answer in theirs:
-        cards = prompt.removeprefix("Cards: ").split(".")[0].split()
+    for cards, (prompt, answer) in zip(gp.expert_hands(200, R.NEW_RULE, seed=2000), theirs):
         assert gp.verify(cards, answer, R.NEW_RULE).correct, (prompt, answer)
     same_length = sum(len(a) == len(b) for (_, a), (_, b) in zip(theirs, expert))
     different = sum(a != b for (_, a), (_, b) in zip(theirs, expert))
@@ -65,8 +63,7 @@ def test_sft_on_another_annotator_moves_further_in_kl_than_rl_at_a_comparable_ne
     out = {}
     for name in ("RL lr 1e-4, KL beta 0.1", "SFT other annotator lr 3e-4, 2x"):
         tuned = R.train_run(runs[name], model, tok, progress=False)
-        kl = completion_kl(model, tuned, R.new_task_prompts(), tok, max_new_tokens=20, seed=0)
-        out[name] = (R.new_task_score(tuned, tok), float(kl.mean()), R.old_skill(tuned, tok))
+        out[name] = (R.new_task_score(tuned, tok), R.new_task_kl(model, tuned, tok), R.old_skill(tuned, tok))
     (rl_new, rl_kl, rl_old), (sft_new, sft_kl, sft_old) = out.values()
     base_new = R.new_task_score(model, tok)
     assert rl_new > base_new + 0.05 and sft_new > base_new + 0.05  # both learned the new task ...

@@ -70,7 +70,7 @@ __all__ = [
     "REWARD_WRONG_NUMBERS", "REWARD_ILLEGAL", "REWARD_TABLE", "MAX_ANSWER_LENGTH",
     "MAX_NESTING", "MAX_DIGITS", "Verdict", "ExpressionError", "card_value", "hand_values",
     "solve", "is_solvable", "deal", "make_prompt", "expert_answer", "parse_expression",
-    "verify", "verify_batch", "rollout_rewards", "expert_dataset", "eval_hands", "evaluate",
+    "verify", "verify_batch", "rollout_rewards", "expert_hands", "expert_dataset", "eval_hands", "evaluate",
     "GeneralPointsEnv", "VERDICT_KINDS", "SUPPORTED_NUM_CARDS",
 ]
 
@@ -603,15 +603,18 @@ def rollout_rewards(completions: Sequence[Any], infos: Sequence[dict]) -> list[f
 _SFT_STREAM, _EVAL_STREAM = 0, 1
 
 
+def expert_hands(n: int, face_card_rule: str = "ten", seed: int = 0, target: int = 24,
+                 num_cards: int = 4) -> list[list[str]]:
+    """The `n` hands that expert_dataset(seed=seed) answers, for building other answers to the same deals."""
+    rng = np.random.default_rng([seed, _SFT_STREAM])
+    return [deal(rng, face_card_rule, target, num_cards) for _ in range(n)]
+
+
 def expert_dataset(n: int, face_card_rule: str = "ten", seed: int = 0, target: int = 24,
                    num_cards: int = 4) -> list[tuple[str, str]]:
     """`n` (prompt, expert answer) pairs for SFT, deterministic in `seed`."""
-    rng = np.random.default_rng([seed, _SFT_STREAM])
-    out = []
-    for _ in range(n):
-        cards = deal(rng, face_card_rule, target, num_cards)
-        out.append((make_prompt(cards, face_card_rule, target), expert_answer(cards, face_card_rule, target)))
-    return out
+    return [(make_prompt(cards, face_card_rule, target), expert_answer(cards, face_card_rule, target))
+            for cards in expert_hands(n, face_card_rule, seed, target, num_cards)]
 
 
 def eval_hands(n: int, face_card_rule: str = "ten", seed: int = 0, target: int = 24,

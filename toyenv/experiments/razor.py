@@ -116,11 +116,10 @@ def other_annotator_dataset(n: int, seed: int = 0) -> list[tuple[str, str]]:
     lexicographically *largest* instead of the smallest. As correct and as regular as the expert's answers, but a
     style the base model never saw (it differs from the expert's on 99% of deals)."""
     out = []
-    for prompt, _ in gp.expert_dataset(n, NEW_RULE, seed=2000 + seed):
-        cards = prompt.removeprefix("Cards: ").split(".")[0].split()
+    for cards in gp.expert_hands(n, NEW_RULE, seed=2000 + seed):
         solutions = gp.solve(gp.hand_values(cards, NEW_RULE))
         shortest = [s for s in solutions if len(s) == len(solutions[0])]
-        out.append((prompt, f"{shortest[-1]}=24"))
+        out.append((gp.make_prompt(cards, NEW_RULE), f"{shortest[-1]}=24"))
     return out
 
 
@@ -192,14 +191,19 @@ def train_run(run: RazorRun, base: GPT, tokenizer: Tokenizer, seed: int = 0, pro
     return model
 
 
+def new_task_kl(base: GPT, model: GPT, tokenizer: Tokenizer, seed: int = 0) -> float:
+    """E_{x ~ new task} KL(π0(·|x) ‖ π(·|x)) in nats per completion, on completions sampled from the base model."""
+    return float(completion_kl(base, model, new_task_prompts(), tokenizer, max_new_tokens=20, seed=seed).mean())
+
+
 def measure(run: RazorRun, model: GPT, base: GPT, tokenizer: Tokenizer, base_old: dict, seed: int = 0) -> dict:
     """One run's numbers; `base_old` is `old_skills(base)`. "forgetting" is the primary old skill's drop."""
-    kl = completion_kl(base, model, new_task_prompts(), tokenizer, max_new_tokens=20, seed=seed)
+    kl = new_task_kl(base, model, tokenizer, seed)
     old = old_skills(model, tokenizer)
     return {"name": run.name, "method": run.method, "data": run.data, "learning_rate": run.learning_rate,
             "steps": run.steps, "new_task": new_task_score(model, tokenizer), "old_skill": old["ranked"],
             "forgetting": base_old["ranked"] - old["ranked"], "old_navigation": old["navigation"],
-            "forgetting_navigation": base_old["navigation"] - old["navigation"], "kl": float(kl.mean()),
+            "forgetting_navigation": base_old["navigation"] - old["navigation"], "kl": kl,
             "weight_change": weight_change(model, base)}
 
 
