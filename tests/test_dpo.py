@@ -38,6 +38,7 @@ def test_every_loss_trains_and_is_deterministic(small_model, pairs, loss_type):
     assert len(a["loss"]) == 3 and all(torch.isfinite(torch.tensor(a["loss"])))
     # before training the policy is its own reference: every log-ratio is 0, ties count half
     assert a["eval"][0][1]["margin"] == 0 and a["eval"][0][1]["accuracy"] == 0.5
+    assert a["accuracy"][0] == 0.5  # the first step's batch is scored before its update: all ties
     assert [s for s, _ in a["eval"]] == [0, 3]
 
 

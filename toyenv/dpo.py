@@ -23,14 +23,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .model import GPT
 from .preference import (RPO_DIVERGENCES, dpo_loss, dpo_nll_loss, pair_logprobs, rebel_loss, rpo_loss)
 from .reward_model import pairwise_accuracy
 from .tokenizer import Tokenizer
 from .train import adamw, lr_at
-from .utils import eval_mode
+from .utils import eval_mode, progress_bar
 
 LOSS_TYPES = ("dpo", "dpo_nll", "rpo", "rebel")
 
@@ -166,7 +165,7 @@ def train_preference(
     run_eval(0)
     bs = min(cfg.batch_size, len(pairs))
     order, cursor = torch.randperm(len(pairs), generator=gen), 0
-    bar = tqdm(range(cfg.max_steps), desc=desc or cfg.loss_type, disable=not progress, leave=False)
+    bar = progress_bar(range(cfg.max_steps), desc or cfg.loss_type, enabled=progress)
     for step in bar:
         if cursor + bs > len(order):  # new epoch: reshuffle
             order, cursor = torch.randperm(len(pairs), generator=gen), 0
@@ -205,14 +204,14 @@ def train_preference(
         h = ((pol_c.detach() - rc) - (pol_r.detach() - rr))
         history["step"].append(step)
         history["loss"].append(loss.item())
-        history["accuracy"].append(float((h > 0).double().mean()))
+        history["accuracy"].append(pairwise_accuracy(h, torch.zeros_like(h)))  # ties count half, as in the evals
         history["chosen_logp"].append(float(pol_c.detach().mean()))
         history["rejected_logp"].append(float(pol_r.detach().mean()))
         history["lr"].append(lr)
         history["grad_norm"].append(float(grad_norm))
         history["dpo"].append(float(parts["dpo"]) if parts else float("nan"))
         history["nll"].append(float(parts["nll"]) if parts else float("nan"))
-        bar.set_postfix(loss=f"{loss.item():.3f}", chosen=f"{history['chosen_logp'][-1]:.2f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", chosen=f"{history['chosen_logp'][-1]:.2f}", refresh=False)
         if step + 1 == cfg.max_steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
             run_eval(step + 1)
     policy.eval()

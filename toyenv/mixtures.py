@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .kl import exact_categorical, k1
+from .utils import progress_bar
 
 DTYPE = torch.float64
 DIRECTIONS = ("forward", "reverse")
@@ -431,12 +432,7 @@ def train_retaining(cfg: RetainConfig, method: str, progress: bool = False) -> d
     new_part = math.log(1 - a) + normal_log_prob(x_eval, cfg.new_mean, cfg.sigma)
     hist = {k: [] for k in ("step", "retained", "gained", "forward_kl", "reverse_kl", "weights", "means", "sigmas")}
     hist.update(method=method, config=asdict(cfg))
-    steps = range(cfg.steps + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc=method, leave=False)
-    for step in steps:
+    for step in progress_bar(range(cfg.steps + 1), method, enabled=progress):
         policy = Mixture.from_params(logits, means, log_sigmas)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             with torch.no_grad():

@@ -33,12 +33,11 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .model import GPT, GPTConfig, _padded_causal_mask
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .train import adamw, lr_at
-from .utils import eval_mode
+from .utils import eval_mode, progress_bar
 
 __all__ = [
     "RewardModel", "RewardConfig", "PreferencePair", "encode_preference", "collate", "score_texts",
@@ -354,7 +353,7 @@ def train_reward_model(
     order = torch.randperm(len(pairs), generator=gen)
     cursor = 0
     bs = min(cfg.batch_size, len(pairs))  # fewer pairs than a batch: every step sees all of them
-    bar = tqdm(range(cfg.max_steps), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(range(cfg.max_steps), desc, enabled=progress)
     for step in bar:
         if cursor + bs > len(order):  # new epoch: reshuffle
             order, cursor = torch.randperm(len(pairs), generator=gen), 0
@@ -383,7 +382,7 @@ def train_reward_model(
         history["accuracy"].append(acc)
         history["lr"].append(lr)
         history["grad_norm"].append(float(grad_norm))
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}", refresh=False)
         if step + 1 == cfg.max_steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
             run_eval(step + 1)
     rm.eval()

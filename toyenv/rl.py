@@ -42,13 +42,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .kl import KL_ESTIMATORS, estimator, exact_categorical
 from .model import GPT, next_token_logprobs
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .train import adamw, collate, completion_loss, encode_pairs
-from .utils import eval_mode
+from .utils import eval_mode, progress_bar
 
 ALGORITHMS = ("reinforce", "reinforce_baseline", "rloo", "grpo", "ppo")
 KL_PLACES = ("reward", "loss")
@@ -380,7 +379,7 @@ def train(
 
     if cfg.eval_every:
         run_eval(0)
-    bar = tqdm(range(cfg.max_steps), desc=desc or f"RL ({cfg.algorithm})", disable=not progress, leave=False)
+    bar = progress_bar(range(cfg.max_steps), desc or f"RL ({cfg.algorithm})", enabled=progress)
     for step in bar:
         t0 = time.perf_counter()
         beta = controller.value
@@ -461,7 +460,7 @@ def train(
         for i in range(min(cfg.log_samples, B)):
             j = i * cfg.num_generations if i * cfg.num_generations < B else i  # one per prompt first
             history["samples"].append((step, ro.prompts[j], ro.completions[j], ro.scores[j].item()))
-        bar.set_postfix(reward=f"{history['reward'][-1]:.2f}", kl=f"{mean_kl:.3f}")
+        bar.set_postfix(reward=f"{history['reward'][-1]:.2f}", kl=f"{mean_kl:.3f}", refresh=False)
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps):
             run_eval(step + 1)
     policy.eval()

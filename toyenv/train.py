@@ -14,10 +14,10 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .model import GPT
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
+from .utils import progress_bar
 
 
 @dataclass
@@ -136,7 +136,7 @@ def sft(
         run_eval(0)
     order = torch.randperm(len(examples), generator=gen)
     cursor = 0
-    bar = tqdm(range(cfg.max_steps), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(range(cfg.max_steps), desc, enabled=progress)
     for step in bar:
         if cursor + cfg.batch_size > len(order):  # new epoch: reshuffle
             order, cursor = torch.randperm(len(examples), generator=gen), 0
@@ -165,7 +165,7 @@ def sft(
         history["lr"].append(lr)
         history["grad_norm"].append(float(grad_norm))
         history["tokens"] += int(loss_mask[:, 1:].sum())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps):
             run_eval(step + 1)
     model.eval()

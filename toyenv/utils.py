@@ -1,13 +1,14 @@
-"""Seeds, device selection, and eval mode for a block."""
+"""Seeds, device selection, eval mode for a block, and the trainers' progress bar."""
 from __future__ import annotations
 
 import contextlib
 import os
 import random
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 DEVICE_ENV_VAR = "TOYENV_DEVICE"
 
@@ -70,3 +71,21 @@ def eval_mode(*models: Any) -> Iterator[None]:
         for m, was_training in saved:
             if isinstance(was_training, bool) and hasattr(m, "train"):
                 m.train(was_training)
+
+
+# Seconds between two redraws of a progress bar. In JupyterLab every redraw is one or two widget messages on the
+# kernel's IOPub channel. A client that reads that channel only after a cell ends (nbval does, in CI) leaves the
+# messages in ZeroMQ queues of about 1,000 each; past that, ZeroMQ drops messages, among them the
+# final "idle" that tells the client the cell has finished, and the test fails with "Timeout of 5 seconds exceeded
+# waiting for output". Redrawing every step (tqdm's 0.1 s, plus a forced redraw per `set_postfix`) put ~1,270
+# messages in one 90-second cell of notebook 09; twice a second keeps any cell of the course in the low hundreds.
+REDRAW_SECONDS = 0.5
+
+
+def progress_bar(iterable: Iterable, desc: str | None = None, enabled: bool = True) -> tqdm:
+    """The trainers' progress bar: tqdm (a widget in Jupyter) that redraws at most every `REDRAW_SECONDS`.
+
+    It disappears when the loop ends (`leave=False`). Update the numbers shown beside it with
+    `bar.set_postfix(..., refresh=False)`: they appear at the next redraw instead of forcing one per step.
+    """
+    return tqdm(iterable, desc=desc, disable=not enabled, leave=False, mininterval=REDRAW_SECONDS)
