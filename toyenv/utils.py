@@ -78,8 +78,9 @@ def eval_mode(*models: Any) -> Iterator[None]:
 # messages in ZeroMQ queues of about 1,000 each; past that, ZeroMQ drops messages, among them the
 # final "idle" that tells the client the cell has finished, and the test fails with "Timeout of 5 seconds exceeded
 # waiting for output". Redrawing every step (tqdm's 0.1 s, plus a forced redraw per `set_postfix`) put ~1,270
-# messages in one 90-second cell of notebook 09; twice a second keeps any cell of the course in the low hundreds.
-REDRAW_SECONDS = 0.5
+# messages in one 90-second cell of notebook 09, enough that nbval sometimes lost the end of it. At one redraw a
+# second, a cell at the course's 3-minute limit stays far below the queues' size.
+REDRAW_SECONDS = 1.0
 
 
 def progress_bar(iterable: Iterable, desc: str | None = None, enabled: bool = True) -> tqdm:
