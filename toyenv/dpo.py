@@ -211,7 +211,7 @@ def train_preference(
         history["grad_norm"].append(float(grad_norm))
         history["dpo"].append(float(parts["dpo"]) if parts else float("nan"))
         history["nll"].append(float(parts["nll"]) if parts else float("nan"))
-        bar.set_postfix(loss=f"{loss.item():.3f}", chosen=f"{history['chosen_logp'][-1]:.2f}", refresh=False)
+        bar.set_postfix(loss=f"{loss.item():.3f}", chosen=f"{history['chosen_logp'][-1]:.2f}")
         if step + 1 == cfg.max_steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
             run_eval(step + 1)
     policy.eval()

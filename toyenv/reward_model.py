@@ -382,7 +382,7 @@ def train_reward_model(
         history["accuracy"].append(acc)
         history["lr"].append(lr)
         history["grad_norm"].append(float(grad_norm))
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}", refresh=False)
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
         if step + 1 == cfg.max_steps or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
             run_eval(step + 1)
     rm.eval()

@@ -460,7 +460,7 @@ def train(
         for i in range(min(cfg.log_samples, B)):
             j = i * cfg.num_generations if i * cfg.num_generations < B else i  # one per prompt first
             history["samples"].append((step, ro.prompts[j], ro.completions[j], ro.scores[j].item()))
-        bar.set_postfix(reward=f"{history['reward'][-1]:.2f}", kl=f"{mean_kl:.3f}", refresh=False)
+        bar.set_postfix(reward=f"{history['reward'][-1]:.2f}", kl=f"{mean_kl:.3f}")
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps):
             run_eval(step + 1)
     policy.eval()

@@ -165,7 +165,7 @@ def sft(
         history["lr"].append(lr)
         history["grad_norm"].append(float(grad_norm))
         history["tokens"] += int(loss_mask[:, 1:].sum())
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps):
             run_eval(step + 1)
     model.eval()

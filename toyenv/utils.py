@@ -83,10 +83,15 @@ def eval_mode(*models: Any) -> Iterator[None]:
 REDRAW_SECONDS = 1.0
 
 
-def progress_bar(iterable: Iterable, desc: str | None = None, enabled: bool = True) -> tqdm:
-    """The trainers' progress bar: tqdm (a widget in Jupyter) that redraws at most every `REDRAW_SECONDS`.
+class _ProgressBar(tqdm):
+    """tqdm.auto's bar, except that `set_postfix` waits for the next redraw instead of forcing one (tqdm's default
+    forces one per call, which in a training loop is one per step, whatever `mininterval` says)."""
 
-    It disappears when the loop ends (`leave=False`). Update the numbers shown beside it with
-    `bar.set_postfix(..., refresh=False)`: they appear at the next redraw instead of forcing one per step.
-    """
-    return tqdm(iterable, desc=desc, disable=not enabled, leave=False, mininterval=REDRAW_SECONDS)
+    def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+        super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+
+
+def progress_bar(iterable: Iterable, desc: str | None = None, enabled: bool = True) -> tqdm:
+    """The trainers' progress bar: tqdm (a widget in Jupyter) that redraws at most every `REDRAW_SECONDS`, numbers
+    given to `bar.set_postfix(...)` included; it disappears when the loop ends (`leave=False`)."""
+    return _ProgressBar(iterable, desc=desc, disable=not enabled, leave=False, mininterval=REDRAW_SECONDS)
