@@ -45,9 +45,9 @@ def test_measure_records_forgetting_kl_and_weight_change(base):
 
 
 def test_the_other_annotator_answers_the_same_deals_correctly_in_another_style():
-    theirs, expert = R.other_annotator_dataset(200), gp.expert_dataset(200, R.NEW_RULE, seed=2000)
+    theirs, expert = R.other_annotator_dataset(200), R.expert_dataset(200)
     assert [p for p, _ in theirs] == [p for p, _ in expert]
-    for cards, (prompt, answer) in zip(gp.expert_hands(200, R.NEW_RULE, seed=2000), theirs):
+    for cards, (prompt, answer) in zip(R.sft_hands(200), theirs):
         assert gp.verify(cards, answer, R.NEW_RULE).correct, (prompt, answer)
     same_length = sum(len(a) == len(b) for (_, a), (_, b) in zip(theirs, expert))
     different = sum(a != b for (_, a), (_, b) in zip(theirs, expert))

@@ -54,6 +54,7 @@ NEW_RULE = "ten"
 OLD_RULE = "ranked"
 OLD_SKILL_DEALS = 1000
 SFT_DATA = ("expert", "other_annotator", "oracle", "rl_samples")
+SFT_SEED = 2000  # the deals SFT trains on are dealt with SFT_SEED + the run's seed
 
 
 @dataclass
@@ -111,12 +112,22 @@ def old_skills(model: GPT, tokenizer: Tokenizer) -> dict:
     return {"ranked": old_skill(model, tokenizer), "navigation": navigation_skill(model, tokenizer)}
 
 
+def sft_hands(n: int, seed: int = 0) -> list[list[str]]:
+    """The new task's deals that SFT trains on (the same for the expert and the other annotator)."""
+    return gp.expert_hands(n, NEW_RULE, seed=SFT_SEED + seed)
+
+
+def expert_dataset(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """`sft_hands(n, seed)` with the expert's answers: the style the base model was pretrained on."""
+    return gp.expert_dataset(n, NEW_RULE, seed=SFT_SEED + seed)
+
+
 def other_annotator_dataset(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """The expert's deals answered by another annotator: among the solutions with the fewest parentheses, the
     lexicographically *largest* instead of the smallest. As correct and as regular as the expert's answers, but a
     style the base model never saw (it differs from the expert's on 99% of deals)."""
     out = []
-    for cards in gp.expert_hands(n, NEW_RULE, seed=2000 + seed):
+    for cards in sft_hands(n, seed):
         solutions = gp.solve(gp.hand_values(cards, NEW_RULE))
         shortest = [s for s in solutions if len(s) == len(solutions[0])]
         out.append((gp.make_prompt(cards, NEW_RULE), f"{shortest[-1]}=24"))
@@ -163,7 +174,7 @@ def train_run(run: RazorRun, base: GPT, tokenizer: Tokenizer, seed: int = 0, pro
     model = copy.deepcopy(base)
     if run.method == "sft":
         if run.data == "expert":
-            data = gp.expert_dataset(4000, NEW_RULE, seed=2000 + seed)
+            data = expert_dataset(4000, seed)
         elif run.data == "other_annotator":
             data = other_annotator_dataset(4000, seed)
         elif run.data == "oracle":
