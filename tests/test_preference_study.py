@@ -1,8 +1,11 @@
 """toyenv.experiments.preference: notebook 05's displacement on the real base model, and the shipped study."""
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
 from toyenv.experiments import preference as P
+from toyenv.preference import LLAMA2_MARGINS
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,47 @@ def test_shipped_margin_study_is_complete(study):
     assert sorted(tables, key=str) == sorted(list(P.TABLES) * 3, key=str)
     acc = np.array([r["test"]["all"]["accuracy"] for r in study["margins"]])
     assert ((acc > 0.7) & (acc <= 1)).all()
+
+
+def test_shipped_margin_gap_statistics_are_consistent(study):
+    """bucket_metrics records, from the same held-out scores, where the score gaps sit against the margins."""
+    for rec in study["margins"]:
+        a = rec["test"]["all"]
+        for key in ("below_small", "below_large", "wrong"):
+            assert 0 <= a[key] <= 1
+        # the large table's margins are >= the small table's, which are >= 0 (and 0 for "negligibly better")
+        assert a["wrong"] <= a["below_small"] <= a["below_large"]
+        # the scores are continuous (no ties), so a pair is either ranked right or wrong
+        assert a["wrong"] == pytest.approx(1 - a["accuracy"], abs=1e-4)
+        assert a["median_gap"] > 0
+
+
+def test_shipped_score_gaps_mostly_clear_the_largest_margin(study):
+    """Notebook 06's prose: most held-out score gaps are already above Llama 2's largest margin (3), so the margin
+    binds only on the pairs the model still finds hard."""
+    for rec in study["margins"]:
+        a = rec["test"]["all"]
+        assert a["median_gap"] > max(LLAMA2_MARGINS["large"].values())
+        assert a["below_large"] < 0.5
+
+
+def test_shipped_policy_margins_part(study):
+    exp = P.policy_margin_experiment()
+    assert study["policy_margin_experiment"] == asdict(exp)
+    assert exp.max_steps == 100 and exp.eval_every == 100
+    runs = {r["method"]: r for r in study["policy_margins"]}
+    assert list(runs) == list(P.POLICY_METHODS) == ["DPO", "RPO", "REBEL"]
+    for name, r in runs.items():
+        assert all(r[k] == v for k, v in P.POLICY_METHODS[name].items())
+        assert r["seed"] == P.POLICY_SEED and r["alpha"] == 0.0
+        assert [s for s, _ in r["eval"]] == [0, 100]
+        assert set(r["final"]) == {"chosen_logp", "rejected_logp", "chosen_delta", "rejected_delta", "margin",
+                                   "accuracy", "task_accuracy", "kl"}
+        h = np.array(r["h"])
+        assert len(h) == exp.monitor_pairs
+        # h is the per-pair log-ratio gap whose mean the monitor records as "margin", and whose sign "accuracy"
+        assert h.mean() == pytest.approx(r["final"]["margin"], abs=1e-3)
+        assert ((h > 0).mean() + 0.5 * (h == 0).mean()) == pytest.approx(r["final"]["accuracy"], abs=1.5 / len(h))
+    # notebook 06's prose: DPO keeps widening h; the finite targets of RPO and REBEL stop the policy sooner
+    assert runs["DPO"]["final"]["margin"] > max(runs["RPO"]["final"]["margin"], runs["REBEL"]["final"]["margin"])
+    assert runs["DPO"]["final"]["kl"] > max(runs["RPO"]["final"]["kl"], runs["REBEL"]["final"]["kl"])

@@ -154,6 +154,19 @@ def test_rl_improves_a_trivial_reward_and_is_deterministic(base):
     assert len(h["samples"]) == 12 * cfg.log_samples
 
 
+def test_initial_eval_replaces_the_step_0_evaluation_and_changes_nothing_else(base):
+    model, tok = base
+    cfg = RLConfig(algorithm="rloo", max_steps=3, num_prompts=2, num_generations=2, max_new_tokens=4, seed=0,
+                   eval_every=2)
+    calls, known = [], {"x": 0}
+    h1 = rl.train(copy.deepcopy(model), model, _letter_task(), cfg, tok, progress=False,
+                  eval_fn=lambda m: calls.append(1) or {"x": len(calls)})
+    h2 = rl.train(copy.deepcopy(model), model, _letter_task(), cfg, tok, progress=False,
+                  eval_fn=lambda m: {"x": 1}, initial_eval=known)
+    assert len(calls) == 3 and h2["eval"][0] == (0, known) and [s for s, _ in h2["eval"]] == [0, 2, 3]
+    assert h1["reward"] == h2["reward"] and h1["loss"] == h2["loss"]
+
+
 @pytest.mark.parametrize("algorithm", ["reinforce", "reinforce_baseline", "grpo", "ppo"])
 def test_every_algorithm_runs_a_step(base, algorithm):
     model, tok = base

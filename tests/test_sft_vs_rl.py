@@ -67,3 +67,18 @@ def test_curves_and_direction_read_the_runs():
         [True, False, True]
     with pytest.raises(ValueError):
         S.curves(runs, "navigation", "rl", "id")
+
+
+def test_shipped_cold_start_learns_nothing_and_reproduces(base):
+    """Notebook 08's section 5 reads this run from the study file: RL from an untrained GPT earns the illegal-answer
+    reward (-3) on (almost) every sample, so its advantages are zero and nothing is learned; the live function
+    reproduces the shipped record (about 20 s)."""
+    import json
+
+    shipped = json.loads(S.RESULTS_PATH.read_text())["cold_start"]
+    assert shipped["steps"] == S.COLD_START_STEPS == len(shipped["reward"])
+    assert max(shipped["reward"]) < -2.9, shipped["reward"]
+    assert all(s["id"] == 0.0 and s["ood"] == 0.0 for _, s in shipped["eval"])
+    model, tok = base
+    live = json.loads(json.dumps(S.run_cold_start(tok, model.device, progress=False)))
+    assert live["reward"] == shipped["reward"] and live["eval"] == shipped["eval"]

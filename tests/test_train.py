@@ -72,6 +72,15 @@ def test_eval_fn_called_on_schedule():
     assert len(calls) == 4 and not any(calls)  # steps 0, 2, 4, 5 and always in eval mode
 
 
+def test_initial_eval_replaces_the_step_0_evaluation_and_changes_nothing_else():
+    data, cfg = reverse_dataset(50), SFTConfig(max_steps=5, batch_size=4, eval_every=2)
+    calls, known = [], {"x": 0}
+    h1 = sft(_model(), data, cfg, progress=False, eval_fn=lambda m: calls.append(1) or {"x": len(calls)})
+    h2 = sft(_model(), data, cfg, progress=False, eval_fn=lambda m: {"x": 1}, initial_eval=known)
+    assert len(calls) == 4 and h2["eval"][0] == (0, known) and [s for s, _ in h2["eval"]] == [0, 2, 4, 5]
+    assert h1["loss"] == h2["loss"]
+
+
 def test_nan_loss_stops_with_clear_message():
     model = _model()
     with torch.no_grad():

@@ -320,6 +320,7 @@ def train(
     desc: str | None = None,
     extra_rewards: dict[str, Callable] | None = None,
     ptx_data: Sequence[tuple[str, str]] | None = None,
+    initial_eval: dict | None = None,
 ) -> dict:
     """Train `policy` in place with `config.algorithm` on `task`; return the history for plotting.
 
@@ -331,6 +332,8 @@ def train(
     also minimizes γ times the next-token NLL of a batch of `ptx_data` (prompt, completion) pairs, on completion
     tokens as in the base model's pretraining: InstructGPT's "PPO-ptx" objective
     E[r − β KL] + γ E_{x~D_pretrain}[log π(x)].
+    `initial_eval`: what `eval_fn` returns for the policy as passed in, when the caller already has it (a copy of
+    the reference scores what the reference scored); it becomes the step-0 entry and saves one evaluation.
 
     history: per step "reward" (mean task reward), "reward_std", "kl" (exact sequence KL to the reference, mean
     over completions), "kl_penalty" (the estimator the penalty uses, summed per completion, mean), "entropy"
@@ -378,7 +381,10 @@ def train(
                 history["eval"].append((step, eval_fn(policy)))
 
     if cfg.eval_every:
-        run_eval(0)
+        if initial_eval is not None:
+            history["eval"].append((0, initial_eval))
+        else:
+            run_eval(0)
     bar = progress_bar(range(cfg.max_steps), desc or f"RL ({cfg.algorithm})", enabled=progress)
     for step in bar:
         t0 = time.perf_counter()

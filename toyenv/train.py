@@ -107,12 +107,15 @@ def sft(
     eval_fn: Callable[[GPT], dict] | None = None,
     progress: bool = True,
     desc: str = "SFT",
+    initial_eval: dict | None = None,
 ) -> dict:
     """Fine-tune `model` in place on (prompt, completion) pairs; return the history for plotting.
 
     history: {"step", "loss", "lr", "grad_norm": per step; "eval": [(step, eval_fn(model)), ...];
     "tokens": completion tokens seen; "config": the SFTConfig as a dict}. `eval_fn` runs before training
-    and every `config.eval_every` steps (and after the last), with the model in eval mode.
+    and every `config.eval_every` steps (and after the last), with the model in eval mode. `initial_eval`: what
+    `eval_fn` returns for the model as passed in, when the caller already has it (a copy of the base model scores
+    what the base model scored); it becomes the step-0 entry and saves one evaluation.
     A loss that becomes NaN or inf stops training with FloatingPointError.
     """
     cfg = config or SFTConfig()
@@ -133,7 +136,10 @@ def sft(
             history["eval"].append((step, eval_fn(model)))
 
     if cfg.eval_every:
-        run_eval(0)
+        if initial_eval is not None:
+            history["eval"].append((0, initial_eval))
+        else:
+            run_eval(0)
     order = torch.randperm(len(examples), generator=gen)
     cursor = 0
     bar = progress_bar(range(cfg.max_steps), desc, enabled=progress)

@@ -3,6 +3,10 @@
     python -m toyenv.experiments.preference                 # everything, writes toyenv/data/preference_study.json
     python -m toyenv.experiments.preference --part dpo      # only the α and β sweeps (notebook 05)
     python -m toyenv.experiments.preference --part margins  # only the reward-model margin study (notebook 06)
+    python -m toyenv.experiments.preference --part policy_margins  # only DPO vs RPO vs REBEL (notebook 06)
+
+`--part` rebuilds one part and keeps the others of the existing file as they are; the keys are always written in
+the same order (`KEYS`), so rebuilding the parts one by one or all at once writes the same file.
 
 DPO (`toyenv.dpo.train_preference`) starts from the shipped base model on GeneralPoints pairs sampled from the
 base model itself and graded by the verifier (`toyenv.preference.general_points_pairs(model=base)`), the on-policy
@@ -10,9 +14,11 @@ setting of iterative DPO. Each run records, on a fixed set of held-out pairs, th
 rejected completions before and after, the greedy accuracy of the policy on the task, and KL(π ‖ π_ref) of its
 completions. The margin study trains reward models (`toyenv.reward_model`) on graded pairs built from the
 environment (expert answers and graded corruptions of them) with no margin and with Llama 2's two margin tables,
-and measures held-out accuracy per strength label. About 50 s per DPO run and 30 s per reward model on a 2-core
-CPU; the whole default study about 18 minutes (the DPO sweeps 13, the margins 5). The same machine and torch
-build give the same numbers.
+and measures held-out accuracy per strength label and how the score gaps sit against the margins. The policy-margin
+part trains the policy for 100 steps with DPO, RPO and REBEL on the same pairs (seed 0, notebook 06's section 3) and
+keeps, besides the usual record, the log-ratio gap h of every monitor pair. About 50 s per 200-step DPO run and
+30 s per reward model on a 2-core CPU; the whole default study about 20 minutes (the DPO sweeps 13, the margins 5,
+the policy margins 1.5). The same machine and torch build give the same numbers.
 """
 from __future__ import annotations
 
@@ -28,11 +34,11 @@ import numpy as np
 import torch
 
 from .. import load_base
-from ..dpo import PreferenceConfig, train_preference
+from ..dpo import PreferenceConfig, logratio_gaps, train_preference
 from ..envs import general_points as gp
 from ..kl import completion_kl
 from ..model import GPT
-from ..preference import STRENGTHS, GradedPair, general_points_pairs, strength_counts
+from ..preference import STRENGTHS, GradedPair, general_points_pairs, margins_for, strength_counts
 from ..reward_model import RewardConfig, RewardModel, pairwise_accuracy, score_texts, train_reward_model
 from ..tokenizer import Tokenizer
 
@@ -121,14 +127,22 @@ def graded_pool_pairs(n: int, seed: int) -> list[GradedPair]:
 
 
 def bucket_metrics(rm: RewardModel, tokenizer: Tokenizer, pairs: list[GradedPair]) -> dict:
-    """Held-out accuracy (ties count half) and mean score gap r(y_c) − r(y_r), overall and per strength label."""
+    """Held-out accuracy (ties count half) and mean score gap r(y_c) − r(y_r), overall and per strength label.
+
+    "all" also has, from the same scores: "median_gap"; "below_small" / "below_large", the fraction of pairs whose
+    gap is still below their margin in Llama 2's small / large table (where a margin would still pull); "wrong",
+    the fraction ranked wrong (gap < 0; with no ties, 1 − accuracy)."""
     prompts = [p.prompt for p in pairs]
     r_c = score_texts(rm, prompts, [p.chosen for p in pairs], tokenizer)
     r_r = score_texts(rm, prompts, [p.rejected for p in pairs], tokenizer)
     gap = (r_c - r_r).double()
     labels = np.array([p.strength for p in pairs])
     out = {"all": {"accuracy": round(pairwise_accuracy(r_c, r_r), 4), "gap": round(float(gap.mean()), 4),
-                   "n": len(pairs)}}
+                   "n": len(pairs), "median_gap": round(float(np.median(gap.numpy())), 4)}}
+    for table in ("small", "large"):
+        margin = margins_for([p.strength for p in pairs], table).double()
+        out["all"][f"below_{table}"] = round(float((gap < margin).double().mean()), 4)
+    out["all"]["wrong"] = round(float((gap < 0).double().mean()), 4)
     for s in STRENGTHS:
         idx = torch.as_tensor(np.flatnonzero(labels == s))
         if len(idx):
@@ -158,13 +172,46 @@ def run_margin(table: str | None, seed: int = 0, exp: MarginExperiment | None = 
     return rm, {"table": table, "seed": seed, "test": bucket_metrics(rm, tokenizer, test_pairs)}
 
 
+# --------------------------------------------------------------------------- policy margins (notebook 06)
+POLICY_METHODS = {"DPO": dict(loss_type="dpo", beta=0.1),
+                  "RPO": dict(loss_type="rpo", beta=0.1, eta=0.1),
+                  "REBEL": dict(loss_type="rebel", beta=0.1, eta=1.0)}
+POLICY_SEED = 0  # the policy-margin part runs one seed, notebook 06's
+
+
+def policy_margin_experiment() -> DPOExperiment:
+    """Notebook 06's section 3: notebook 05's setting, 100 steps, evaluated before and after."""
+    return DPOExperiment(max_steps=100, eval_every=100)
+
+
+def run_policy_margin(method: str, seed: int = POLICY_SEED, exp: DPOExperiment | None = None,
+                      base: GPT | None = None, tokenizer: Tokenizer | None = None, train_pairs: list | None = None,
+                      monitor: list | None = None, progress: bool = True) -> tuple[GPT, dict]:
+    """One of `POLICY_METHODS` ("DPO", "RPO", "REBEL") with `run_dpo`; the record also has "method" and "h", the
+    log-ratio gap of every monitor pair (`toyenv.dpo.logratio_gaps`, 4 decimals)."""
+    exp = exp or policy_margin_experiment()
+    if base is None:
+        base, tokenizer = load_base()
+    tokenizer = tokenizer or Tokenizer()
+    monitor = monitor if monitor is not None else sampled_pairs(base, tokenizer, exp.monitor_pairs, MONITOR_SEED)
+    kw = dict(POLICY_METHODS[method])
+    policy, record = run_dpo(kw.pop("loss_type"), kw.pop("beta"), 0.0, seed, exp, base, tokenizer, train_pairs,
+                             monitor, progress, **kw)
+    h = logratio_gaps(policy, base, monitor, tokenizer)
+    evals = [[s, row] for s, row in record["eval"]]  # as JSON stores them, so a live record == its shipped twin
+    return policy, {"method": method, **record, "eval": evals, "h": [round(float(v), 4) for v in h]}
+
+
 # --------------------------------------------------------------------------- the whole study
 ALPHAS = (0.0, 0.3, 1.0, 3.0, 10.0)
 BETAS = (0.03, 0.1, 0.3, 1.0)
 TABLES = (None, "small", "large")
+PARTS = ("dpo", "margins", "policy_margins")
+KEYS = ("margin_experiment", "margins", "strength_counts", "machine", "dpo_experiment", "alpha_sweep", "beta_sweep",
+        "policy_margin_experiment", "policy_margins")  # the order the file is written in
 
 
-def study(parts=("dpo", "margins"), seeds=(0, 1, 2), progress: bool = True) -> dict:
+def study(parts=PARTS, seeds=(0, 1, 2), progress: bool = True) -> dict:
     base, tokenizer = load_base()
     out: dict = {}
     if "dpo" in parts:
@@ -191,6 +238,14 @@ def study(parts=("dpo", "margins"), seeds=(0, 1, 2), progress: bool = True) -> d
             for table in TABLES:
                 _, rec = run_margin(table, seed, exp, base, tokenizer, train_pairs, test_pairs, progress)
                 out["margins"].append(rec)
+    if "policy_margins" in parts:
+        exp = policy_margin_experiment()
+        train_pairs = sampled_pairs(base, tokenizer, exp.num_pairs, POLICY_SEED)
+        monitor = sampled_pairs(base, tokenizer, exp.monitor_pairs, MONITOR_SEED)
+        out["policy_margin_experiment"], out["policy_margins"] = asdict(exp), []
+        for method in POLICY_METHODS:
+            _, rec = run_policy_margin(method, POLICY_SEED, exp, base, tokenizer, train_pairs, monitor, progress)
+            out["policy_margins"].append(rec)
     out["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     return out
 
@@ -204,15 +259,16 @@ def load_study(path: Path = STUDY_PATH) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("dpo", "margins", "all"), default="all")
+    ap.add_argument("--part", choices=PARTS + ("all",), default="all")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=STUDY_PATH)
     args = ap.parse_args(argv)
-    parts = ("dpo", "margins") if args.part == "all" else (args.part,)
+    parts = PARTS if args.part == "all" else (args.part,)
     start = time.perf_counter()
     result = study(parts, tuple(args.seeds))
-    if args.out.exists() and args.part != "all":  # keep the other part of an existing study
+    if args.out.exists() and args.part != "all":  # keep the other parts of an existing study
         result = {**json.loads(args.out.read_text()), **result}
+    result = {**{k: result[k] for k in KEYS if k in result}, **result}  # the same key order however it was built
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
 

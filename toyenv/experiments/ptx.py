@@ -89,9 +89,11 @@ def skills(model: GPT, tokenizer: Tokenizer, held_out: list[tuple[str, str]], ep
 
 
 def run(gamma: float, seed: int = 0, exp: PtxExperiment | None = None, base: GPT | None = None,
-        tokenizer: Tokenizer | None = None, progress: bool = True) -> tuple[GPT, dict]:
+        tokenizer: Tokenizer | None = None, progress: bool = True,
+        initial_eval: dict | None = None) -> tuple[GPT, dict]:
     """RL from the base model with ptx coefficient γ; returns (policy, record). record["eval"] holds
-    (step, skills) every `exp.eval_every` steps, step 0 included."""
+    (step, skills) every `exp.eval_every` steps, step 0 included; pass the base model's `skills` as `initial_eval`
+    if you already have them, to skip measuring them again."""
     exp = exp or PtxExperiment()
     if base is None:
         base, tokenizer = load_base()
@@ -100,7 +102,7 @@ def run(gamma: float, seed: int = 0, exp: PtxExperiment | None = None, base: GPT
     policy = copy.deepcopy(base)
     history = train(policy, base, general_points_task("ten"), exp.rl_config(gamma, seed), tokenizer,
                     eval_fn=lambda m: skills(m, tokenizer, held_out, exp.eval_episodes), progress=progress,
-                    desc=f"RL, γ = {gamma}", ptx_data=ptx_data() if gamma > 0 else None)
+                    desc=f"RL, γ = {gamma}", ptx_data=ptx_data() if gamma > 0 else None, initial_eval=initial_eval)
     def r4(xs):
         return [round(float(x), 4) for x in xs]
 

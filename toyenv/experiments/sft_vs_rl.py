@@ -2,6 +2,7 @@
 
     python -m toyenv.experiments.sft_vs_rl                      # both tasks, seeds 0-2, writes toyenv/data/sft_vs_rl.json
     python -m toyenv.experiments.sft_vs_rl --tasks general_points --seeds 0
+    python -m toyenv.experiments.sft_vs_rl --cold-start-only    # only section 5's run, into the existing file
 
 For each task, start from the shipped base model and train on the in-distribution (ID) rule only:
 
@@ -36,11 +37,11 @@ from .. import load_base
 from ..envs import general_points as gp
 from ..envs import navigation as nav
 from ..kl import completion_kl
-from ..model import GPT
+from ..model import GPT, GPTConfig
 from ..rl import RLConfig, Task, general_points_task, navigation_task, train
 from ..tokenizer import Tokenizer
 from ..train import SFTConfig, encode_pairs, sft
-from ..utils import eval_mode
+from ..utils import eval_mode, seed_everything
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 RESULTS_PATH = DATA / "sft_vs_rl.json"
@@ -106,7 +107,7 @@ def skills(spec: TaskSpec, model: GPT, tokenizer: Tokenizer) -> dict:
 
 
 def run_rl(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: Tokenizer,
-           progress: bool = True) -> tuple[GPT, dict]:
+           progress: bool = True, initial_eval: dict | None = None) -> tuple[GPT, dict]:
     """RL on the ID rule; returns (policy, record) with evaluations [(flops, {"id", "ood"})] (`compare` adds the KL)."""
     policy = copy.deepcopy(base)
     if cfg.rl_steps % cfg.num_evals:
@@ -116,7 +117,7 @@ def run_rl(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: To
                       num_generations=cfg.num_generations, max_new_tokens=spec.max_new_tokens,
                       learning_rate=cfg.rl_learning_rate, eval_every=every, seed=seed, **cfg.rl)
     history = train(policy, base, spec.rl_task(), rl_cfg, tokenizer, eval_fn=lambda m: skills(spec, m, tokenizer),
-                    progress=progress, desc=f"RL on {spec.name} [{spec.id_rule}]")
+                    progress=progress, desc=f"RL on {spec.name} [{spec.id_rule}]", initial_eval=initial_eval)
     # FLOPs per step: sampling reads prompt + completion (2N per token), the update trains them (6N), the
     # reference scores them (2N). Prompt length from this task's prompts, completion length from the history.
     n = policy.num_params()
@@ -130,7 +131,7 @@ def run_rl(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: To
 
 
 def run_sft(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: Tokenizer, flops_budget: float,
-            progress: bool = True) -> tuple[GPT, dict]:
+            progress: bool = True, initial_eval: dict | None = None) -> tuple[GPT, dict]:
     """SFT on ID expert data with as many steps as `flops_budget` buys (6N per trained token)."""
     model = copy.deepcopy(base)
     data = spec.expert_data(cfg.expert_pairs, seed)
@@ -141,7 +142,7 @@ def run_sft(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: T
                         warmup_steps=min(20, steps // 10), min_lr_ratio=1.0, eval_every=every, seed=seed)
     t0 = time.perf_counter()
     history = sft(model, data, sft_cfg, tokenizer, eval_fn=lambda m: skills(spec, m, tokenizer), progress=progress,
-                  desc=f"SFT on {spec.name} [{spec.id_rule}]")
+                  desc=f"SFT on {spec.name} [{spec.id_rule}]", initial_eval=initial_eval)
     record = {"method": "sft", "task": spec.name, "seed": seed, "steps": steps,
               "eval": [(float(step * per_step), s) for step, s in history["eval"]], "loss": history["loss"],
               "seconds": round(time.perf_counter() - t0, 1)}
@@ -149,16 +150,33 @@ def run_sft(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: T
 
 
 def compare(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: Tokenizer,
-            progress: bool = True) -> dict:
-    """One seed of one task: RL, then SFT at RL's compute, then KL(base ‖ model) on ID prompts for both."""
-    policy, rl_record = run_rl(spec, cfg, seed, base, tokenizer, progress)
-    sft_model, sft_record = run_sft(spec, cfg, seed, base, tokenizer, rl_record["eval"][-1][0], progress)
+            progress: bool = True, base_skills: dict | None = None) -> dict:
+    """One seed of one task: RL, then SFT at RL's compute, then KL(base ‖ model) on ID prompts for both.
+    `base_skills`: the base model's `skills(spec, ...)`, if you already have them (both runs start there)."""
+    base_skills = base_skills if base_skills is not None else skills(spec, base, tokenizer)
+    policy, rl_record = run_rl(spec, cfg, seed, base, tokenizer, progress, initial_eval=base_skills)
+    sft_model, sft_record = run_sft(spec, cfg, seed, base, tokenizer, rl_record["eval"][-1][0], progress,
+                                    initial_eval=base_skills)
     prompts = spec.id_prompts(cfg.kl_prompts)
     for record, model in ((rl_record, policy), (sft_record, sft_model)):
         kl = completion_kl(base, model, prompts, tokenizer, spec.max_new_tokens, seed=seed)
         record["kl_from_base"] = float(kl.mean())
         record["why"] = why(spec, model, tokenizer)
     return {"rl": rl_record, "sft": sft_record, "models": {"rl": policy, "sft": sft_model}}
+
+
+COLD_START_STEPS = 30
+
+
+def run_cold_start(tokenizer: Tokenizer, device: str | torch.device = "cpu", seed: int = 0,
+                   progress: bool = True) -> dict:
+    """Notebook 08's section 5: the same RL on GeneralPoints for 30 steps, from an untrained GPT of the base model's
+    size (weights drawn after `seed_everything(seed)`, so the run is the same every time)."""
+    seed_everything(seed)
+    untrained = GPT(GPTConfig()).to(device)
+    _, record = run_rl(SPECS["general_points"], StudyConfig(rl_steps=COLD_START_STEPS), seed, untrained, tokenizer,
+                       progress)
+    return record
 
 
 # --------------------------------------------------------------------------- reading the results
@@ -229,10 +247,12 @@ def study(tasks=TASKS, seeds=(0, 1, 2), cfg: StudyConfig | None = None, progress
     out = {"config": asdict(cfg), "base": {}, "runs": []}
     for name in tasks:
         spec = SPECS[name]
-        out["base"][name] = {**skills(spec, base, tok), "why": why(spec, base, tok)}
+        base_skills = skills(spec, base, tok)
+        out["base"][name] = {**base_skills, "why": why(spec, base, tok)}
         for seed in seeds:
-            result = compare(spec, cfg, seed, base, tok, progress)
+            result = compare(spec, cfg, seed, base, tok, progress, base_skills)
             out["runs"] += [result["rl"], result["sft"]]
+    out["cold_start"] = run_cold_start(tok, base.device, progress=progress)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     return out
@@ -244,7 +264,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=RESULTS_PATH)
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--cold-start-only", action="store_true",
+                    help="rerun only the untrained-model RL run and replace it in the existing file")
     args = ap.parse_args(argv)
+    if args.cold_start_only:
+        result = json.loads(args.out.read_text())
+        base, tok = load_base()
+        result["cold_start"] = run_cold_start(tok, base.device, progress=not args.quiet)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote the cold start into {args.out}")
+        return
     result = study(tuple(args.tasks), tuple(args.seeds), progress=not args.quiet)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     for name, b in result["base"].items():

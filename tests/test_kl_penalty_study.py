@@ -1,0 +1,109 @@
+"""toyenv.experiments.kl_penalty: notebook 03's shipped runs, a live run against its shipped twin, and the claims the
+notebook's prose makes about them."""
+import numpy as np
+import pytest
+
+from toyenv.envs import general_points as gp
+from toyenv.experiments import kl_penalty as K
+
+
+@pytest.fixture(scope="module")
+def study():
+    return K.load_study()
+
+
+@pytest.fixture(scope="module")
+def shipped(study):
+    return {r["name"]: r for r in study["runs"]}
+
+
+def _last5(r):
+    return float(np.mean(r["kl"][-5:]))
+
+
+def test_the_shipped_study_has_the_five_runs_with_their_settings(study, shipped):
+    assert list(shipped) == [s.name for s in K.RUNS]
+    assert study["experiment"] == {"learning_rate": 7e-5, "max_steps": 80, "num_prompts": 8, "num_generations": 4,
+                                   "max_new_tokens": 20, "eval_every": 20, "seed": 0}
+    settings = {n: (r["lambda"], r["kl_in"], r["target"], r["horizon"]) for n, r in shipped.items()}
+    assert settings == {"λ = 0": (0.0, "reward", None, None), "λ = 0.3": (0.3, "reward", None, None),
+                        "λ = 1": (1.0, "reward", None, None), "λ = 1, k3 in the loss": (1.0, "loss", None, None),
+                        "adaptive, target 1": (1.0, "reward", 1.0, 320)}
+    for r in shipped.values():
+        assert len(r["kl"]) == len(r["beta"]) == len(r["reward"]) == 80
+        assert [s for s, _ in r["eval"]] == [0, 20, 40, 60, 80]
+        assert r["eval"][0][1] == study["base"]  # every run starts from the base model's evaluation
+        assert r["final"] == r["eval"][-1][1]     # the final evaluation is the step-80 one
+        if r["target"] is None:
+            assert set(r["beta"]) == {r["lambda"]}
+    assert study["machine"] and study["seconds"] > 0
+
+
+def test_a_live_run_reproduces_its_shipped_twin(shipped):
+    """λ = 0 from scratch (about 30 s): the same numbers, at full precision (the fingerprint) and as stored. Its
+    samples back section 2's prose: fewer correct answers and more with the wrong numbers than the base model's."""
+    spec = K.RUNS[0]
+    h = K.run_spec(spec, progress=False)
+    live = K.record(spec, h)
+    twin = shipped[spec.name]
+    assert live["fingerprint"] == twin["fingerprint"]
+    for key in ("kl", "beta", "reward", "eval", "final"):
+        assert live[key] == twin[key], key
+    S = K.setup()
+
+    def kinds(completions):
+        return [gp.verify(i["cards"], c).kind for c, i in zip(completions, S.eval_infos)]
+
+    before, after = kinds(S.start["completions"]), kinds(h["final"]["completions"])
+    assert after.count("correct") < before.count("correct")
+    assert after.count("wrong_numbers") > before.count("wrong_numbers")
+
+
+def test_the_first_evaluation_is_the_base_models_and_the_last_keeps_its_completions():
+    """`run` reuses the base model's evaluation for step 0 and keeps the last evaluation whole: check both against
+    fresh evaluations on a 2-step run."""
+    S = K.setup()
+    exp = K.KLPenaltyExperiment(max_steps=2, eval_every=1)
+    h = K.run(0.0, exp=exp, progress=False)
+    fresh_start = S.evaluate(S.base)
+    assert h["eval"][0][1] == {"gold": fresh_start["gold"], "proxy": fresh_start["proxy"]}
+    assert [s for s, _ in h["eval"]] == [0, 1, 2]
+    assert h["final"]["gold"] == h["eval"][-1][1]["gold"] and h["final"]["proxy"] == h["eval"][-1][1]["proxy"]
+    assert len(h["final"]["completions"]) == 256
+
+
+def test_at_evals_averages_the_kl_of_the_five_steps_before_each_evaluation(shipped):
+    r = shipped["λ = 0"]
+    steps, kl = K.at_evals(r, "kl")
+    assert steps == [0, 20, 40, 60, 80] and kl[0] == 0.0
+    assert kl[2] == pytest.approx(np.mean(r["kl"][35:40]))
+    assert K.at_evals(r, "gold")[1] == [e["gold"] for _, e in r["eval"]]
+
+
+def test_the_notebooks_prose_about_the_shipped_runs(study, shipped):
+    base = study["base"]
+    r0, r03, r1 = shipped["λ = 0"], shipped["λ = 0.3"], shipped["λ = 1"]
+    loss, adaptive = shipped["λ = 1, k3 in the loss"], shipped["adaptive, target 1"]
+    # section 2: with λ = 0 the proxy rises, the gold reward ends below the base model's, KL grows
+    assert r0["final"]["proxy"] > base["proxy"] and r0["final"]["gold"] < base["gold"]
+    assert _last5(r0) > 1.0
+    # section 3: every run raises the proxy; the penalized runs end at lower KL than λ = 0; λ = 0.3 barely slowed the
+    # drift and its gold also ended below the base model's; λ = 1 kept about half the KL of λ = 0 and its gold rose
+    for r in (r03, r1):
+        assert r["final"]["proxy"] > base["proxy"]
+        assert _last5(r) < _last5(r0)
+    assert _last5(r03) > 0.8 * _last5(r0) and r03["final"]["gold"] < base["gold"]
+    assert 0.35 < _last5(r1) / _last5(r0) < 0.65 and r1["final"]["gold"] > base["gold"]
+    # section 5: "λ = 1 kept the KL under 1 nat" (section 3's table); the adaptive controller lowered λ step by
+    # step while the KL was below its target, the KL climbed toward the target block by block, above where the
+    # fixed λ = 1 left it
+    assert _last5(r1) < 1.0
+    kl, beta = np.array(adaptive["kl"]), np.array(adaptive["beta"])
+    below = np.flatnonzero(kl[:-1] < 1.0)
+    assert len(below) > 40 and np.all(beta[below + 1] <= beta[below])
+    assert beta[-1] < 0.5 * beta[0]
+    blocks = [kl[i:i + 20].mean() for i in range(0, 80, 20)]
+    assert all(b1 > b0 for b0, b1 in zip(blocks, blocks[1:])) and abs(blocks[-1] - 1.0) < 0.2
+    assert _last5(adaptive) > _last5(r1)
+    # section 4: the two placements end at different KL at the same λ
+    assert abs(_last5(loss) / _last5(r1) - 1) > 0.1

@@ -1,0 +1,138 @@
+"""Five policy-gradient algorithms on GeneralPoints: notebook A1's section 4 and its shipped study.
+
+    python -m toyenv.experiments.policy_gradients    # five runs + the base model -> toyenv/data/policy_gradients.json
+    python -m toyenv.experiments.policy_gradients --algorithms rloo ppo --out /tmp/pg.json
+
+Each run copies the shipped base model and trains it with `toyenv.rl.train` on the verifier's reward under the
+J/Q/K = 10 rule ("ten"): the same samples budget for every algorithm (30 steps of 8 hands x 8 completions), learning
+rate 1e-4, no KL penalty, the same seed, so every run's first batch of rollouts is the same. PPO makes 2 passes
+over each batch (on the second the ratio differs from 1, so its clip has something to clip); the others one. After
+training, greedy accuracy on 300 evaluation deals, the same deals for every run and for the base model.
+
+`run(algorithm, base, tokenizer)` is one run, exactly as notebook A1 ran them all live before it shipped them
+(same RLConfig, same seeds): about 15 s on a 2-core CPU (PPO a little more: twice the updates). `study()` is all
+five plus the base model's greedy accuracy, about 80 s. The same machine and torch build give the same numbers,
+bit for bit: the notebook runs RLOO live and checks it against its shipped twin.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import load_base
+from ..envs import general_points as gp
+from ..model import GPT
+from ..rl import RLConfig, general_points_task, train
+from ..tokenizer import Tokenizer
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+STUDY_PATH = DATA / "policy_gradients.json"
+ALGORITHMS = ("reinforce", "reinforce_baseline", "rloo", "grpo", "ppo")
+RULE = "ten"
+SERIES = ("reward", "kl", "entropy", "clip_frac")  # per-step histories the notebook plots and tabulates
+
+
+@dataclass
+class PolicyGradientExperiment:
+    """Everything that defines a run but the algorithm; the notebook's values."""
+
+    max_steps: int = 30
+    num_prompts: int = 8
+    num_generations: int = 8          # 64 completions per step, 1,920 per run
+    max_new_tokens: int = 20
+    learning_rate: float = 1e-4       # no KL penalty (beta 0): this section compares the estimators, not the penalty
+    seed: int = 0                     # one seed for every run: the same first batch of rollouts
+    ppo_iterations: int = 2           # PPO's passes over each batch; with 1 its ratio stays 1, nothing is clipped
+    eval_episodes: int = 300          # greedy evaluation deals (gp.evaluate's default seed 0, the same for every model)
+
+    def rl_config(self, algorithm: str) -> RLConfig:
+        return RLConfig(algorithm=algorithm, max_steps=self.max_steps, num_prompts=self.num_prompts,
+                        num_generations=self.num_generations, max_new_tokens=self.max_new_tokens,
+                        learning_rate=self.learning_rate, seed=self.seed,
+                        num_iterations=self.ppo_iterations if algorithm == "ppo" else 1)
+
+
+def greedy_accuracy(model: GPT, tokenizer: Tokenizer, episodes: int = 300) -> float:
+    """The fraction of `episodes` evaluation deals whose greedy answer the verifier accepts."""
+    return gp.evaluate(model, tokenizer, RULE, n_episodes=episodes)["accuracy"]
+
+
+def _r4(xs) -> list[float]:
+    return [round(float(x), 4) for x in xs]
+
+
+def run(algorithm: str, base: GPT | None = None, tokenizer: Tokenizer | None = None,
+        exp: PolicyGradientExperiment | None = None, progress: bool = True) -> dict:
+    """Train a copy of `base` with `algorithm`; return its record: the per-step "reward", "kl", "entropy" and
+    "clip_frac" (rounded to 4 decimals, as shipped), "greedy_accuracy" after training, "seconds" (training and
+    evaluation). The base model is left untouched; the trained policy is not kept (the notebook needs its numbers
+    only)."""
+    exp = exp or PolicyGradientExperiment()
+    if base is None:
+        base, tokenizer = load_base()
+    tokenizer = tokenizer or Tokenizer()
+    start = time.perf_counter()
+    policy = copy.deepcopy(base)
+    history = train(policy, base, general_points_task(RULE), exp.rl_config(algorithm), tokenizer,
+                    progress=progress, desc=algorithm)
+    record = {"algorithm": algorithm, **{k: _r4(history[k]) for k in SERIES},
+              "greedy_accuracy": greedy_accuracy(policy, tokenizer, exp.eval_episodes)}
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    return record
+
+
+def summary(record: dict) -> dict:
+    """The notebook's table row: mean reward of the first 5 and last 10 steps, KL over the last 5, greedy accuracy."""
+    return {"reward_first": float(np.mean(record["reward"][:5])), "reward_last": float(np.mean(record["reward"][-10:])),
+            "kl_end": float(np.mean(record["kl"][-5:])), "greedy_accuracy": record["greedy_accuracy"]}
+
+
+def same_run(a: dict, b: dict) -> bool:
+    """Whether two records hold the same numbers (their timings aside)."""
+    return all(a[k] == b[k] for k in (*SERIES, "greedy_accuracy"))
+
+
+def study(algorithms=ALGORITHMS, exp: PolicyGradientExperiment | None = None, progress: bool = True) -> dict:
+    exp = exp or PolicyGradientExperiment()
+    base, tok = load_base()
+    t0 = time.perf_counter()
+    runs = {a: run(a, base, tok, exp, progress) for a in algorithms}
+    return {
+        "experiment": asdict(exp),
+        "base": {"greedy_accuracy": greedy_accuracy(base, tok, exp.eval_episodes)},
+        "runs": runs,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+    }
+
+
+def load(path: Path = STUDY_PATH) -> dict:
+    """The shipped study (see `study`)."""
+    return json.loads(Path(path).read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS))
+    ap.add_argument("--out", type=Path, default=STUDY_PATH)
+    args = ap.parse_args(argv)
+    result = study(tuple(args.algorithms), progress=False)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    for name, r in result["runs"].items():
+        s = summary(r)
+        print(f"{name:<20} reward {s['reward_first']:5.2f} -> {s['reward_last']:5.2f}  KL {s['kl_end']:.3f}  "
+              f"greedy {s['greedy_accuracy']:.3f}  {r['seconds']:.0f} s")
+    print(f"{'base model':<20} greedy {result['base']['greedy_accuracy']:.3f}")
+    print(f"wrote {args.out} in {result['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
