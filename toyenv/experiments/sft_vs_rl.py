@@ -2,7 +2,7 @@
 
     python -m toyenv.experiments.sft_vs_rl                      # both tasks, seeds 0-2, writes toyenv/data/sft_vs_rl.json
     python -m toyenv.experiments.sft_vs_rl --tasks general_points --seeds 0
-    python -m toyenv.experiments.sft_vs_rl --cold-start-only    # only section 5's run, into the existing file
+    python -m toyenv.experiments.sft_vs_rl --cold-start-only   # only section 5's run, into the existing file
 
 For each task, start from the shipped base model and train on the in-distribution (ID) rule only:
 
