@@ -24,7 +24,6 @@ import argparse
 import copy
 import hashlib
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -38,6 +37,7 @@ from .. import reward_model as rmod
 from ..model import GPT
 from ..rl import AdaptiveKLController, RLConfig, general_points_task, train
 from ..tokenizer import Tokenizer
+from . import machine
 from .proxy_reward import PROXY_PATH
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -213,7 +213,7 @@ def study(specs=RUNS, exp: KLPenaltyExperiment | None = None, progress: bool = T
         "base": {k: r4(S.start[k]) for k in ("gold", "proxy")},
         "runs": runs,
         "seconds": round(time.perf_counter() - t0, 1),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
     }
 
 

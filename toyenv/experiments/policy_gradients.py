@@ -19,19 +19,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import load_base
 from ..envs import general_points as gp
 from ..model import GPT
 from ..rl import RLConfig, general_points_task, train
 from ..tokenizer import Tokenizer
+from . import machine
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 STUDY_PATH = DATA / "policy_gradients.json"
@@ -110,7 +109,7 @@ def study(algorithms=ALGORITHMS, exp: PolicyGradientExperiment | None = None, pr
         "base": {"greedy_accuracy": greedy_accuracy(base, tok, exp.eval_episodes)},
         "runs": runs,
         "seconds": round(time.perf_counter() - t0, 1),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
     }
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from ..model import GPT
 from ..preference import STRENGTHS, GradedPair, general_points_pairs, margins_for, strength_counts
 from ..reward_model import RewardConfig, RewardModel, pairwise_accuracy, score_texts, train_reward_model
 from ..tokenizer import Tokenizer
+from . import machine
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 STUDY_PATH = DATA / "preference_study.json"
@@ -246,7 +246,7 @@ def study(parts=PARTS, seeds=(0, 1, 2), progress: bool = True) -> dict:
         for method in POLICY_METHODS:
             _, rec = run_policy_margin(method, POLICY_SEED, exp, base, tokenizer, train_pairs, monitor, progress)
             out["policy_margins"].append(rec)
-    out["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    out["machine"] = machine()
     return out
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..rl import RLConfig, general_points_task, train
 from ..tokenizer import Tokenizer
 from ..train import SFTConfig, collate, completion_loss, encode_pairs, sft
 from ..utils import eval_mode
+from . import machine
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SWEEP_PATH = DATA / "ptx_sweep.json"
@@ -158,7 +158,7 @@ def sweep(gammas=(0.0, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2), exp: PtxExperiment 
         "runs": runs,
         "sft_only": controls,
         "seconds": round(time.perf_counter() - t0, 1),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
     }
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from ..rl import RLConfig, general_points_task, train
 from ..tokenizer import Tokenizer
 from ..train import SFTConfig, sft
 from ..utils import eval_mode
+from . import machine
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 RESULTS_PATH = DATA / "razor.json"
@@ -256,7 +256,7 @@ def run_all(runs=RUNS, progress: bool = True) -> dict:
                          for key in ("kl", "weight_change")}
                  for skill, forgot in (("ranked", "forgetting"), ("navigation", "forgetting_navigation"))}
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    out["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    out["machine"] = machine()
     return out
 
 

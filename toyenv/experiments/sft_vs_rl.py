@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ from ..rl import RLConfig, Task, general_points_task, navigation_task, train
 from ..tokenizer import Tokenizer
 from ..train import SFTConfig, encode_pairs, sft
 from ..utils import eval_mode, seed_everything
+from . import machine
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 RESULTS_PATH = DATA / "sft_vs_rl.json"
@@ -254,7 +254,7 @@ def study(tasks=TASKS, seeds=(0, 1, 2), cfg: StudyConfig | None = None, progress
             out["runs"] += [result["rl"], result["sft"]]
     out["cold_start"] = run_cold_start(tok, base.device, progress=progress)
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    out["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    out["machine"] = machine()
     return out
 
 
