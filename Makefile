@@ -12,7 +12,7 @@ TORCH_INSTALL ?= torch==2.13.0
 PYTEST_NOTEBOOKS := solutions notebooks --nbval-lax --nbval-current-env \
 	--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
 
-.PHONY: setup lab test unit notebooks build check bench clean
+.PHONY: setup lab test unit notebooks build check bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,11 @@ check: setup
 bench: setup
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) -m benchmarks.run --notebooks
+
+# The single-GPU path: unit tests and every notebook with the model on CUDA, with each notebook's time.
+# Prints a line and exits 0 where torch sees no CUDA GPU. Install a CUDA build of torch first (TORCH_INSTALL).
+gpu-check: setup
+	$(PY) -m benchmarks.gpu_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

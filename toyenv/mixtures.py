@@ -367,7 +367,9 @@ def coverage(policy: Mixture, weight: float, mean: float, sigma: float, x: torch
     with torch.no_grad():
         part = math.log(weight) + normal_log_prob(x, mean, sigma)
         inside = torch.minimum(policy.log_prob(x), part).exp()
-        return float(torch.trapezoid(inside, x) / weight)
+        # The exact overlap is at most 1; the trapezoid rule can land a rounding error above it (1.0000000000000002
+        # on some CPUs), so clip to the quantity's range.
+        return min(1.0, float(torch.trapezoid(inside, x) / weight))
 
 
 def retained(policy: Mixture, cfg: RetainConfig, x: torch.Tensor | None = None) -> float:

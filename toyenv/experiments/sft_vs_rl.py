@@ -191,13 +191,14 @@ def curves(runs: list[dict], task: str, method: str, key: str) -> tuple[np.ndarr
 
 
 def direction(runs: list[dict], base: dict, task: str, tolerance: float = 0.03) -> list[dict]:
-    """Per seed, at the end of the budget: does SFT end below the base model OOD, and RL at or above it (within
-    `tolerance`)? Both raise ID?"""
+    """Per seed, at the end of the budget, against the base model: did SFT end below it OOD; did RL end above it
+    OOD ("up", the paper's result) or at least no more than `tolerance` below it ("kept")? Did both raise ID?"""
     out = []
     for seed in sorted({r["seed"] for r in runs if r["task"] == task}):
         end = {r["method"]: r["eval"][-1][1] for r in runs if r["task"] == task and r["seed"] == seed}
         out.append({"seed": seed, "sft_id_up": end["sft"]["id"] > base["id"], "rl_id_up": end["rl"]["id"] > base["id"],
                     "sft_ood_down": end["sft"]["ood"] < base["ood"],
+                    "rl_ood_up": end["rl"]["ood"] > base["ood"],
                     "rl_ood_kept": end["rl"]["ood"] >= base["ood"] - tolerance})
     return out
 
