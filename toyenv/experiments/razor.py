@@ -227,6 +227,115 @@ def r_squared(x, y) -> float:
     return float(1 - residual / total) if total > 0 else float("nan")
 
 
+def ranks(x) -> np.ndarray:
+    """Ranks 1..n of the values of x (1 = smallest); tied values share the average of the ranks they span."""
+    x = np.asarray(x, float)
+    order = np.argsort(x, kind="stable")
+    out = np.empty(len(x))
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        out[order[i:j + 1]] = (i + j) / 2 + 1  # positions i..j hold ranks i+1..j+1: their mean
+        i = j + 1
+    return out
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation ρ: the Pearson correlation of the ranks (average ranks for ties). It asks only
+    whether y grows with x, by *some* monotone function, not by a straight line."""
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
+    return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
+
+
+LEARNED_MARGIN = 0.05  # a run "learned the new task" if it scores at least this much above the base model
+
+
+def learned(run: dict, base_new_task: float) -> bool:
+    """Did the run learn the new task: new-task score >= the base model's + LEARNED_MARGIN (5 points)."""
+    return run["new_task"] >= base_new_task + LEARNED_MARGIN
+
+
+SKILLS = (("ranked rule", "forgetting"), ("navigation", "forgetting_navigation"))  # (old skill, its forgetting key)
+
+
+def predictors(rows: list[dict], forgot: str = "forgetting") -> dict:
+    """How well KL(π0 ‖ π) and weight change predict the forgetting `forgot` over `rows` (runs of the study):
+    straight-line R² on KL, on log KL and on weight change, and Spearman ρ (any monotone function) on each."""
+    y = [r[forgot] for r in rows]
+    kl, w = [r["kl"] for r in rows], [r["weight_change"] for r in rows]
+    return {"r2_kl": r_squared(kl, y), "r2_log_kl": r_squared(np.log(kl), y), "r2_weight_change": r_squared(w, y),
+            "spearman_kl": spearman(kl, y), "spearman_weight_change": spearman(w, y)}
+
+
+def predictor_table(study: dict) -> list[dict]:
+    """`predictors` for each old skill, over all runs and over the runs that learned the new task: one dict per
+    row with "skill", "subset" ("all" / "learned"), "n" and the five numbers."""
+    base_new = study["base"]["new_task"]
+    subsets = (("all", study["runs"]), ("learned", [r for r in study["runs"] if learned(r, base_new)]))
+    return [{"skill": skill, "subset": subset, "n": len(rows), **predictors(rows, forgot)}
+            for skill, forgot in SKILLS for subset, rows in subsets]
+
+
+def forgetting_by_method(study: dict) -> dict:
+    """Forgetting of each old skill by method ("rl", "sft"), over all runs and over those that learned the new
+    task: {method: {subset: {"n", "mean", "max"} for "forgetting" and "forgetting_navigation"}}."""
+    base_new = study["base"]["new_task"]
+    out = {}
+    for method in ("rl", "sft"):
+        runs = [r for r in study["runs"] if r["method"] == method]
+        out[method] = {}
+        for subset, pick in (("all", runs), ("learned", [r for r in runs if learned(r, base_new)])):
+            out[method][subset] = {"n": len(pick)}
+            for _, forgot in SKILLS:
+                values = [r[forgot] for r in pick]
+                out[method][subset][forgot] = {"mean": float(np.mean(values)), "max": float(np.max(values))}
+    return out
+
+
+def headline(study: dict) -> list[str]:
+    """The study's headline as verdict lines that read the same on every CPU (computed from the shipped file; fits
+    to 2 decimals, mean forgetting to 3): the ranked rule's straight-line R² and Spearman ρ on KL and on weight
+    change, and "RL forgets less than SFT" on both old skills, by mean forgetting over all runs and over those that
+    learned the new task."""
+    rows = {t["subset"]: t for t in predictor_table(study) if t["skill"] == "ranked rule"}
+    a = rows["all"]
+    yes = lambda ok: "yes" if ok else "NO"  # noqa: E731
+    lines = [
+        f"ranked rule, all {a['n']} runs: straight-line R² on KL {a['r2_kl']:.2f}, on weight change "
+        f"{a['r2_weight_change']:.2f}; weight change fits a line better: {yes(a['r2_weight_change'] > a['r2_kl'])}",
+        f"ranked rule, all {a['n']} runs: R² on log KL {a['r2_log_kl']:.2f}; Spearman ρ on KL {a['spearman_kl']:.2f}, "
+        f"on weight change {a['spearman_weight_change']:.2f}; KL ranks the runs better: "
+        f"{yes(a['spearman_kl'] > a['spearman_weight_change'])}",
+    ]
+    by = forgetting_by_method(study)
+    for subset, what in (("all", "all runs"), ("learned", "runs that learned the new task")):
+        rl, sft = by["rl"][subset], by["sft"][subset]
+        for skill, forgot in SKILLS:
+            r, s = rl[forgot]["mean"], sft[forgot]["mean"]
+            lines.append(f"RL forgets less than SFT, {skill}, {what} ({rl['n']} RL, {sft['n']} SFT): mean forgetting "
+                         f"{r:+.3f} vs {s:+.3f}: {yes(r < s)}")
+    return lines
+
+
+def label_offsets(x, y, log_x: bool = False, near: float = 0.04) -> list[tuple[int, int]]:
+    """Offsets in points for numbering the points (x, y) of a scatter so that labels of close points do not sit on
+    each other: a point within `near` (a fraction of each axis' range; x in log scale if `log_x`) of k earlier points
+    gets the k-th of right-above, right-below, left-above, left-below."""
+    x = np.log(np.asarray(x, float)) if log_x else np.asarray(x, float)
+    y = np.asarray(y, float)
+    sx, sy = max(np.ptp(x), 1e-12), max(np.ptp(y), 1e-12)
+    spots = [(4, 3), (4, -10), (-11, 3), (-11, -10)]
+    out = []
+    for i in range(len(x)):
+        k = sum(abs(x[j] - x[i]) < near * sx and abs(y[j] - y[i]) < near * sy for j in range(i))
+        out.append(spots[k % len(spots)])
+    return out
+
+
 def run_all(runs=RUNS, progress: bool = True) -> dict:
     base, tok = load_base()
     t0 = time.perf_counter()
