@@ -128,3 +128,110 @@ def test_shipped_policy_margins_part(study):
     # notebook 06's prose: DPO keeps widening h; the finite targets of RPO and REBEL stop the policy sooner
     assert runs["DPO"]["final"]["margin"] > max(runs["RPO"]["final"]["margin"], runs["REBEL"]["final"]["margin"])
     assert runs["DPO"]["final"]["kl"] > max(runs["RPO"]["final"]["kl"], runs["REBEL"]["final"]["kl"])
+
+
+# --------------------------------------------------------------------------- reading the results (notebooks 05, 06)
+def test_displacement_verdicts():
+    shipped_like = {"final": {"chosen_delta": -18.07, "rejected_delta": -30.78, "margin": 12.71,
+                              "task_accuracy": 0.045}}
+    assert P.displacement_verdicts(shipped_like, base_task_accuracy=0.52) == [
+        "chosen log-prob fell by more than 5 nats: yes", "rejected log-prob fell further than the chosen: yes",
+        "margin h grew above 5: yes", "greedy task accuracy below half the base model's: yes"]
+    held = {"final": {"chosen_delta": -3.2, "rejected_delta": -1.0, "margin": 4.0, "task_accuracy": 0.3}}
+    assert all(line.endswith(": no") for line in P.displacement_verdicts(held, base_task_accuracy=0.52))
+
+
+def _pair(kc, kr, rc, rr):
+    from toyenv.preference import GradedPair, strength_for_gap
+    return GradedPair("p", "c", "r", strength_for_gap(rc - rr), rc, rr, {"kind_chosen": kc, "kind_rejected": kr})
+
+
+def test_kinds_accuracy_groups_pairs_by_their_verdicts():
+    pairs = [_pair("correct", "wrong_value", 5, -1), _pair("correct", "wrong_value", 5, -1),
+             _pair("wrong_value", "illegal", -1, -3), _pair("correct", "illegal", 5, -3),
+             _pair("correct", "wrong_value", 5, -1)]
+    r_c = [1.0, 0.0, 2.0, 3.0, 0.5]
+    r_r = [0.0, 1.0, -1.0, 0.0, 0.5]   # right, wrong, right, right, tie (counts half)
+    rows = P.kinds_accuracy(pairs, r_c, r_r)
+    assert [(r["chosen"], r["rejected"], r["reward_gap"]) for r in rows] == [
+        ("correct", "illegal", 8), ("correct", "wrong_value", 6), ("wrong_value", "illegal", 2)]
+    cv = rows[1]
+    assert cv["n"] == 3 and cv["accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert cv["strength"] == "significantly_better" and rows[2]["strength"] == "better"
+    with pytest.raises(ValueError):
+        P.kinds_accuracy(pairs, r_c[:4], r_r)
+
+
+def test_gaps_by_reward_gap_and_targets():
+    assert P.target_gap("RPO", 6.0) == pytest.approx(6.0)     # η/β = 0.1/0.1
+    assert P.target_gap("REBEL", 6.0) == pytest.approx(6.0)   # η = 1
+    assert P.target_gap("DPO", 6.0) is None
+    h = [0.5, 1.5, 3.0, 2.0, 7.0, 1.0]
+    dr = [1, 1, 6, 6, 6, 2]
+    rows = P.gaps_by_reward_gap(h, dr, "REBEL")
+    assert [r["reward_gap"] for r in rows] == [1.0, 2.0, 6.0]
+    assert rows[0] == {"reward_gap": 1.0, "n": 2, "median_h": 1.0, "target": 1.0, "reached": 0.5}
+    assert rows[2]["median_h"] == 3.0 and rows[2]["reached"] == pytest.approx(1 / 3)
+    assert P.gaps_by_reward_gap(h, dr, "DPO")[2]["target"] is None
+
+
+def test_margin_verdicts_on_the_shipped_study(study):
+    """By hand from preference_study.json: held-out accuracy (all pairs) of seeds 0, 1, 2 is no margin 0.872,
+    0.898, 0.861 (mean 0.877, std 0.0155); small 0.865, 0.932, 0.868 (mean 0.888); large 0.839, 0.845, 0.846
+    (mean 0.843), below no margin on every seed."""
+    m = P.margin_summary(study)
+    assert m[None]["all"] == [0.872, 0.898, 0.861] and m["large"]["all"] == [0.839, 0.845, 0.846]
+    assert m[None]["mean"]["all"] == pytest.approx(0.877) and m[None]["std"]["all"] == pytest.approx(0.01551, abs=1e-5)
+    assert m["small"]["mean"]["all"] == pytest.approx(0.8883, abs=1e-4)
+    assert m[None]["mean"]["significantly_better"] == pytest.approx((0.8264 + 0.8473 + 0.837) / 3)
+    assert P.margin_verdicts(study) == [
+        "small margin vs no margin, mean held-out accuracy 0.888 vs 0.877 (+0.011); lower on 1/3 seeds; within the "
+        "no-margin seed-to-seed spread (std 0.016): yes",
+        "large margin vs no margin, mean held-out accuracy 0.843 vs 0.877 (-0.034); lower on 3/3 seeds; within the "
+        "no-margin seed-to-seed spread (std 0.016): no",
+        "large margin below no margin in mean held-out accuracy and on every seed: yes",
+        "hardest bucket in mean held-out accuracy, for every table: significantly better",
+        "'better' pairs ranked right by every model on every seed: yes"]
+
+
+def test_policy_verdicts(study):
+    runs = {r["method"]: r for r in study["policy_margins"]}
+    assert all(line.endswith(": yes") for line in P.policy_verdicts(runs))
+    # by hand: DPO moved the chosen log-probs by −9.74 with KL 21.5; RPO −0.89, KL 1.85; REBEL −1.06, KL 2.03
+    far = {"DPO": {"final": {"chosen_delta": -4.0, "kl": 8.0}}, "RPO": {"final": {"chosen_delta": -1.5, "kl": 1.0}},
+           "REBEL": {"final": {"chosen_delta": -0.5, "kl": 3.0}}}
+    assert P.policy_verdicts(far) == ["RPO: |Δ log π(y_c)| below 0.25 of DPO's: no",
+                                      "RPO: KL(π ‖ π_ref) below 0.25 of DPO's: yes",
+                                      "REBEL: |Δ log π(y_c)| below 0.25 of DPO's: yes",
+                                      "REBEL: KL(π ‖ π_ref) below 0.25 of DPO's: no"]
+
+
+def test_strength_labels_are_sets_of_pair_kinds():
+    """Notebook 06's reading of the buckets: the label comes from the reward gap, so 'significantly better' is the
+    correct answer against any failure, 'better' only a wrong value against an illegal answer, 'slightly better' a
+    wrong value against wrong numbers or wrong numbers against an illegal answer."""
+    kinds: dict = {}
+    for p in P.graded_pool_pairs(1000, seed=1000):
+        kinds.setdefault(p.info["gap_strength"], set()).add((p.info["kind_chosen"], p.info["kind_rejected"]))
+    assert kinds == {
+        "significantly_better": {("correct", "wrong_value"), ("correct", "wrong_numbers"), ("correct", "illegal")},
+        "better": {("wrong_value", "illegal")},
+        "slightly_better": {("wrong_value", "wrong_numbers"), ("wrong_numbers", "illegal")}}
+
+
+def test_shipped_policy_gaps_fall_short_of_their_targets(base, study):
+    """Notebook 06's section 3, on the shipped runs: after 100 steps RPO and REBEL reached their target h = Δr on
+    about half of the Δr = 1 pairs, but their median h is below the target for every Δr >= 6 (about 2.4 to 4.4
+    against 6 to 8), and h follows Δr only loosely; DPO pushed even the Δr = 1 pairs far past h = 1."""
+    model, tok = base
+    monitor = P.sampled_pairs(model, tok, P.policy_margin_experiment().monitor_pairs, seed=P.MONITOR_SEED)
+    dr = np.array([p.reward_chosen - p.reward_rejected for p in monitor])
+    assert sorted(set(dr)) == [1, 2, 6, 7, 8] and (dr >= 6).sum() == 78 and (dr == 1).sum() == 40
+    runs = {r["method"]: r for r in study["policy_margins"]}
+    for name, corr in (("RPO", 0.22), ("REBEL", 0.28), ("DPO", 0.12)):
+        assert np.corrcoef(dr, runs[name]["h"])[0, 1] == pytest.approx(corr, abs=0.005)
+    for name in ("RPO", "REBEL"):
+        rows = {r["reward_gap"]: r for r in P.gaps_by_reward_gap(runs[name]["h"], dr, name)}
+        assert all(rows[g]["median_h"] < rows[g]["target"] - 1.5 for g in (6.0, 7.0, 8.0))
+        assert rows[1.0]["median_h"] > 1.0 and 0.4 < rows[1.0]["reached"] < 0.6
+    assert P.gaps_by_reward_gap(runs["DPO"]["h"], dr, "DPO")[0]["median_h"] > 5

@@ -37,7 +37,8 @@ from ..dpo import PreferenceConfig, logratio_gaps, train_preference
 from ..envs import general_points as gp
 from ..kl import completion_kl
 from ..model import GPT
-from ..preference import STRENGTHS, GradedPair, general_points_pairs, margins_for, strength_counts
+from ..preference import (STRENGTHS, GradedPair, general_points_pairs, margins_for, strength_counts,
+                          strength_for_gap)
 from ..reward_model import RewardConfig, RewardModel, pairwise_accuracy, score_texts, train_reward_model
 from ..tokenizer import Tokenizer
 from . import machine
@@ -200,6 +201,143 @@ def run_policy_margin(method: str, seed: int = POLICY_SEED, exp: DPOExperiment |
     h = logratio_gaps(policy, base, monitor, tokenizer)
     evals = [[s, row] for s, row in record["eval"]]  # as JSON stores them, so a live record == its shipped twin
     return policy, {"method": method, **record, "eval": evals, "h": [round(float(v), 4) for v in h]}
+
+
+# --------------------------------------------------------------------------- reading the results (notebooks 05, 06)
+def displacement_verdicts(record: dict, base_task_accuracy: float, min_drop: float = 5.0,
+                          min_margin: float = 5.0) -> list[str]:
+    """Notebook 05's headline on one DPO record, as lines that read the same on every CPU: likelihood displacement
+    holds when the chosen log-prob fell by more than `min_drop` nats, the rejected one fell further, and the mean
+    margin h ended above `min_margin`; the greedy task accuracy "fell with them" when it ended below half of
+    `base_task_accuracy`. The thresholds sit far from the shipped run's values (−18, −31, +12.7), so that rounding
+    on another CPU cannot flip a line."""
+    f = record["final"]
+
+    def yes(ok: bool) -> str:
+        return "yes" if ok else "no"
+
+    return [f"chosen log-prob fell by more than {min_drop:g} nats: {yes(f['chosen_delta'] < -min_drop)}",
+            f"rejected log-prob fell further than the chosen: {yes(f['rejected_delta'] < f['chosen_delta'])}",
+            f"margin h grew above {min_margin:g}: {yes(f['margin'] > min_margin)}",
+            f"greedy task accuracy below half the base model's: {yes(f['task_accuracy'] < base_task_accuracy / 2)}"]
+
+
+def kinds_accuracy(pairs: list[GradedPair], r_c, r_r) -> list[dict]:
+    """Held-out accuracy per kind of pair, from the scores r_c, r_r (B,) of chosen and rejected: one row per
+    (chosen kind, rejected kind) (verifier verdicts, e.g. ("correct", "wrong_value")), with "reward_gap",
+    "strength" (the label the gap gives, `strength_for_gap`, before annotator noise), "n" and "accuracy" (ties count
+    half). Sorted by reward gap, largest first. This is what the strength buckets mix: each label is a set of kinds."""
+    r_c, r_r = np.asarray(r_c, dtype=float), np.asarray(r_r, dtype=float)
+    if not (len(pairs) == len(r_c) == len(r_r)):
+        raise ValueError(f"{len(pairs)} pairs but {len(r_c)} chosen and {len(r_r)} rejected scores")
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault((p.info["kind_chosen"], p.info["kind_rejected"]), []).append(i)
+    rows = []
+    for (kc, kr), idx in groups.items():
+        gap = pairs[idx[0]].gap
+        right = (r_c[idx] > r_r[idx]) + 0.5 * (r_c[idx] == r_r[idx])
+        rows.append({"chosen": kc, "rejected": kr, "reward_gap": gap, "strength": strength_for_gap(gap),
+                     "n": len(idx), "accuracy": float(right.mean())})
+    return sorted(rows, key=lambda r: (-r["reward_gap"], r["chosen"], r["rejected"]))
+
+
+def score_pairs(rm: RewardModel, tokenizer: Tokenizer, pairs: list[GradedPair]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_c, r_r): the reward model's scores of the chosen and rejected completions of `pairs`."""
+    prompts = [p.prompt for p in pairs]
+    return (score_texts(rm, prompts, [p.chosen for p in pairs], tokenizer),
+            score_texts(rm, prompts, [p.rejected for p in pairs], tokenizer))
+
+
+def margin_summary(study: dict) -> dict:
+    """The shipped margin study in numbers: for each table (None, "small", "large"), the held-out accuracy per seed
+    ("all" and each strength, in seed order) with its mean and standard deviation over seeds."""
+    out: dict = {}
+    for rec in sorted(study["margins"], key=lambda r: r["seed"]):
+        t = out.setdefault(rec["table"], {"seeds": [], **{s: [] for s in ("all",) + STRENGTHS}})
+        t["seeds"].append(rec["seed"])
+        for s in ("all",) + STRENGTHS:
+            t[s].append(rec["test"][s]["accuracy"])
+    for t in out.values():
+        t["mean"] = {s: float(np.mean(t[s])) for s in ("all",) + STRENGTHS}
+        t["std"] = {s: float(np.std(t[s])) for s in ("all",) + STRENGTHS}
+    return out
+
+
+def margin_verdicts(study: dict) -> list[str]:
+    """Notebook 06's reward-model headline from the shipped 3-seed study, as lines that read the same on every CPU:
+    how each margin table compares with no margin in mean held-out accuracy and seed by seed (the spread is the
+    no-margin model's standard deviation over seeds), and which strength bucket is the hardest."""
+    m = margin_summary(study)
+    none, n = m[None], len(m[None]["seeds"])
+
+    def yes(ok: bool) -> str:
+        return "yes" if ok else "no"
+
+    lines = []
+    for table in ("small", "large"):
+        t = m[table]
+        diff = t["mean"]["all"] - none["mean"]["all"]
+        below = sum(a < b for a, b in zip(t["all"], none["all"]))
+        lines.append(f"{table} margin vs no margin, mean held-out accuracy {t['mean']['all']:.3f} vs "
+                     f"{none['mean']['all']:.3f} ({diff:+.3f}); lower on {below}/{n} seeds; within the no-margin "
+                     f"seed-to-seed spread (std {none['std']['all']:.3f}): {yes(abs(diff) <= none['std']['all'])}")
+    large = m["large"]
+    below = sum(a < b for a, b in zip(large["all"], none["all"]))
+    lines.append(f"large margin below no margin in mean held-out accuracy and on every seed: "
+                 f"{yes(large['mean']['all'] < none['mean']['all'] and below == n)}")
+    hardest = {table: min(STRENGTHS, key=lambda s: t["mean"][s]) for table, t in m.items()}
+    lines.append("hardest bucket in mean held-out accuracy, for every table: " +
+                 (hardest[None].replace("_", " ") if len(set(hardest.values())) == 1 else "differs by table"))
+    lines.append("'better' pairs ranked right by every model on every seed: "
+                 f"{yes(all(a == 1.0 for t in m.values() for a in t['better']))}")
+    return lines
+
+
+def target_gap(method: str, reward_gap):
+    """Where `POLICY_METHODS[method]`'s loss is zero: h = η·Δr/β for RPO, h = η·Δr for REBEL; DPO has no target
+    (None)."""
+    kw = POLICY_METHODS[method]
+    if kw["loss_type"] == "rpo":
+        return kw["eta"] * np.asarray(reward_gap, dtype=float) / kw["beta"]
+    if kw["loss_type"] == "rebel":
+        return kw["eta"] * np.asarray(reward_gap, dtype=float)
+    return None
+
+
+def gaps_by_reward_gap(h, reward_gap, method: str) -> list[dict]:
+    """For each reward gap Δr of the monitor pairs: "n", the "median_h" of the log-ratio gaps h, the method's
+    "target" h (`target_gap`, None for DPO) and "reached", the fraction of those pairs with h at or past it."""
+    h, dr = np.asarray(h, dtype=float), np.asarray(reward_gap, dtype=float)
+    if h.shape != dr.shape:
+        raise ValueError(f"h {h.shape} and reward_gap {dr.shape} differ in shape")
+    rows = []
+    for g in np.unique(dr):
+        sel = h[dr == g]
+        target = target_gap(method, g)
+        target = None if target is None else round(float(target), 9)  # 0.1 * 6 / 0.1 is 6.000000000000001
+        rows.append({"reward_gap": float(g), "n": int(len(sel)), "median_h": float(np.median(sel)),
+                     "target": target,
+                     "reached": None if target is None else float(np.mean(sel >= target))})
+    return rows
+
+
+def policy_verdicts(runs: dict[str, dict], fraction: float = 0.25) -> list[str]:
+    """Notebook 06's policy headline, as lines that read the same on every CPU: RPO and REBEL moved the chosen
+    log-probs less than `fraction` as far as DPO, and ended with a KL to the reference below `fraction` of DPO's
+    (the shipped runs sit near 0.1 of DPO's on both, far from the threshold)."""
+    d = runs["DPO"]["final"]
+
+    def yes(ok: bool) -> str:
+        return "yes" if ok else "no"
+
+    lines = []
+    for name in ("RPO", "REBEL"):
+        f = runs[name]["final"]
+        lines.append(f"{name}: |Δ log π(y_c)| below {fraction:g} of DPO's: "
+                     f"{yes(abs(f['chosen_delta']) < fraction * abs(d['chosen_delta']))}")
+        lines.append(f"{name}: KL(π ‖ π_ref) below {fraction:g} of DPO's: {yes(f['kl'] < fraction * d['kl'])}")
+    return lines
 
 
 # --------------------------------------------------------------------------- the whole study

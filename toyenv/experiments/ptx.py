@@ -145,6 +145,75 @@ def summary(records: list[dict]) -> dict[float, dict[str, tuple[float, float]]]:
     return out
 
 
+def per_seed(study: dict) -> dict[float, dict[int, dict]]:
+    """γ -> seed -> `final_metrics` of that run, from a sweep such as the shipped `ptx_sweep.json`."""
+    out: dict[float, dict[int, dict]] = {}
+    for r in study["runs"]:
+        out.setdefault(r["gamma"], {})[r["seed"]] = final_metrics(r)
+    return {g: dict(sorted(out[g].items())) for g in sorted(out)}
+
+
+def seed_counts(study: dict) -> dict[float, dict[str, int]]:
+    """For each γ, on how many seeds (of "seeds") the run ended: with its held-out pretraining loss above the base
+    model's ("loss_above_base"), below it ("loss_below_base"), below the γ = 0 run of the same seed
+    ("loss_below_gamma0"), and with its 'ranked' accuracy above the base model's ("ranked_above_base") or at or
+    below it ("ranked_at_or_below_base"). The base model is the sweep's "base" record; γ = 0 must be in the sweep."""
+    table, base = per_seed(study), study["base"]
+    if 0.0 not in table:
+        raise ValueError("seed_counts needs the γ = 0 runs of the sweep")
+    out = {}
+    for gamma, seeds in table.items():
+        zero = table[0.0]
+        out[gamma] = {
+            "seeds": len(seeds),
+            "loss_above_base": sum(f["pretraining_loss"] > base["pretraining_loss"] for f in seeds.values()),
+            "loss_below_base": sum(f["pretraining_loss"] < base["pretraining_loss"] for f in seeds.values()),
+            "loss_below_gamma0": sum(f["pretraining_loss"] < zero[s]["pretraining_loss"] for s, f in seeds.items()),
+            "ranked_above_base": sum(f["ranked"] > base["ranked"] for f in seeds.values()),
+            "ranked_at_or_below_base": sum(f["ranked"] <= base["ranked"] for f in seeds.values()),
+        }
+    return out
+
+
+def verdicts(study: dict) -> list[str]:
+    """Notebook 04's headline, as lines that read the same on every CPU (they come from the shipped sweep): the
+    tax at γ = 0 and, for the smallest γ from which it holds on every seed, the fix. For example
+    "γ = 0: pretraining loss above the base on 3/3 seeds: yes"."""
+    counts = seed_counts(study)
+    gammas = [g for g in counts if g > 0]
+
+    def yes(ok: bool) -> str:
+        return "yes" if ok else "no"
+
+    def from_on(key: str) -> float | None:
+        """The smallest γ > 0 such that `key` holds on every seed for it and every larger γ."""
+        first = None
+        for g in reversed(gammas):
+            if counts[g][key] != counts[g]["seeds"]:
+                break
+            first = g
+        return first
+
+    c0 = counts[0.0]
+    n = c0["seeds"]
+    lines = [f"γ = 0: pretraining loss above the base on {c0['loss_above_base']}/{n} seeds: "
+             f"{yes(c0['loss_above_base'] == n)}",
+             f"γ = 0: 'ranked' at or below the base on {c0['ranked_at_or_below_base']}/{n} seeds: "
+             f"{yes(c0['ranked_at_or_below_base'] == n)}"]
+    for g in gammas:
+        c = counts[g]
+        lines.append(f"γ = {g:g}: pretraining loss below γ = 0 on {c['loss_below_gamma0']}/{c['seeds']} seeds, "
+                     f"below the base on {c['loss_below_base']}/{c['seeds']}; 'ranked' above the base on "
+                     f"{c['ranked_above_base']}/{c['seeds']}")
+    for key, what in (("loss_below_gamma0", "pretraining loss below γ = 0"),
+                      ("loss_below_base", "pretraining loss below the base"),
+                      ("ranked_above_base", "'ranked' above the base")):
+        g = from_on(key)
+        lines.append(f"{what} on every seed for every γ ≥ {g:g}: yes" if g is not None
+                     else f"{what} on every seed for the largest γ: no")
+    return lines
+
+
 def sweep(gammas=(0.0, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2), exp: PtxExperiment | None = None,
           progress: bool = True) -> dict:
     exp = exp or PtxExperiment()
