@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from toyenv.course import run_check
-from toyenv.course.checks_a1 import GRPO_BUG_ANSWERS
+from toyenv.course.checks_a1 import GRPO_BUG_ANSWERS, GRPO_BUG_OPTIONS
 from toyenv.rl import advantages, clipped_objective
 
 
@@ -59,13 +59,31 @@ def test_ppo_checker(fn, status, words):
     assert v.status == status and words in v.message, v.message
 
 
+def test_grpo_bug_hunt_answer_key_matches_the_math():
+    """Over samples of pi_old, new_logprobs - old_logprobs averages -KL(pi_old || pi_theta): minimizing it pushes the
+    policy away from pi_old. Checked on a 3-arm example by exact expectation, independently of the checker."""
+    assert GRPO_BUG_ANSWERS == {"effect": "away", "gradient": "down"}
+    old = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    new = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    term = (old * (new.log() - old.log())).sum()          # E_{y ~ pi_old}[log pi_theta(y) - log pi_old(y)]
+    kl = (0.5 * torch.log(torch.tensor(0.5 / 0.2)) + 0.2 * torch.log(torch.tensor(0.2 / 0.5))).item()  # by hand
+    assert term.item() == pytest.approx(-kl) and kl > 0
+    assert "away" in GRPO_BUG_OPTIONS["away"] and "pi_ref" in GRPO_BUG_OPTIONS["away"]
+
+
 def test_grpo_bug_hunt_checker():
     assert run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS)).status == "PASS"
     assert run_check("grpo_bug_hunt", lambda: dict(GRPO_BUG_ANSWERS)).status == "PASS"
-    assert "reference" in run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS, penalizes="ref")).message
+    assert "rewards moving away" in run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS)).message
+    v = run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS, effect="old"))  # the tempting wrong answer
+    assert v.status == "FAIL" and "sign" in v.message and "-KL(pi_old || pi_theta)" in v.message, v.message
+    assert "reference" in run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS, effect="ref")).message
+    assert "gradient" in run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS, effect="nothing")).message
     assert "gradient" in run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS, gradient="zero")).message
-    assert "no answer yet for gradient" in run_check("grpo_bug_hunt", {"penalizes": "old"}).message
+    assert "pi_ref" in run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS, gradient="forward")).message
+    assert "no answer yet for gradient" in run_check("grpo_bug_hunt", {"effect": "away"}).message
     assert "must be one of" in run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS, gradient="up")).message
+    assert "must be one of" in run_check("grpo_bug_hunt", dict(GRPO_BUG_ANSWERS, effect="pi_old")).message
     assert "expected a dict" in run_check("grpo_bug_hunt", ["old"]).message
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from toyenv.envs import general_points as gp
-from toyenv.experiments import kl_penalty as K
+from toyenv.experiments import kl_penalty as K, same_machine
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +39,21 @@ def test_the_shipped_study_has_the_five_runs_with_their_settings(study, shipped)
     assert study["machine"] and study["seconds"] > 0
 
 
-def test_a_live_run_reproduces_its_shipped_twin(shipped):
-    """λ = 0 from scratch (about 30 s): the same numbers, at full precision (the fingerprint) and as stored. Its
-    samples back section 2's prose: fewer correct answers and more with the wrong numbers than the base model's."""
+def test_a_live_run_reproduces_its_shipped_twin(study, shipped):
+    """λ = 0 from scratch (about 30 s): bit for bit (the fingerprint) on the machine that built the study, and on any
+    machine the same numbers within the notebook's tolerance (`K.compare_with_twin`). Its samples back section 2's
+    prose: fewer correct answers and more with the wrong numbers than the base model's."""
     spec = K.RUNS[0]
     h = K.run_spec(spec, progress=False)
     live = K.record(spec, h)
     twin = shipped[spec.name]
-    assert live["fingerprint"] == twin["fingerprint"]
-    for key in ("kl", "beta", "reward", "eval", "final"):
-        assert live[key] == twin[key], key
+    if same_machine(study):
+        assert live["fingerprint"] == twin["fingerprint"]
+        for key in ("kl", "beta", "reward", "eval", "final"):
+            assert live[key] == twin[key], key
+    c = K.compare_with_twin(live, twin)
+    assert c.ok, str(c)
+    assert c.numbers > 250  # every per-step number and evaluation was compared
     S = K.setup()
 
     def kinds(completions):
@@ -94,6 +99,17 @@ def test_the_notebooks_prose_about_the_shipped_runs(study, shipped):
         assert _last5(r) < _last5(r0)
     assert _last5(r03) > 0.8 * _last5(r0) and r03["final"]["gold"] < base["gold"]
     assert 0.35 < _last5(r1) / _last5(r0) < 0.65 and r1["final"]["gold"] > base["gold"]
+    # section 3's evaluation points (KL, gold) of the three runs: every one beyond 1 nat of KL has gold below the base
+    # model's; gold rose above the base only with λ = 1, below 0.9 nats; at about 0.44 nats λ = 0 and λ = 1 differ
+    points = {n: list(zip(K.at_evals(r, "kl")[1][1:], K.at_evals(r, "gold")[1][1:])) for n, r in
+              (("λ = 0", r0), ("λ = 0.3", r03), ("λ = 1", r1))}
+    assert all(g < base["gold"] for pts in points.values() for kl, g in pts if kl > 1.0)
+    above = [(n, kl) for n, pts in points.items() for kl, g in pts if g > base["gold"]]
+    assert above and all(n == "λ = 1" and kl < 0.9 for n, kl in above), above
+    assert points["λ = 0"][0][1] < base["gold"] < points["λ = 1"][1][1]
+    assert abs(points["λ = 0"][0][0] - points["λ = 1"][1][0]) < 0.02
+    gains = [r["final"]["proxy"] - base["proxy"] for r in (r0, r03, r1)]
+    assert all(1.15 < g < 1.55 for g in gains), gains  # "by 1.2 to 1.5"
     # section 5: "λ = 1 kept the KL under 1 nat" (section 3's table); the adaptive controller lowered λ step by
     # step while the KL was below its target, the KL climbed toward the target block by block, above where the
     # fixed λ = 1 left it

@@ -6,7 +6,7 @@ makes about the shipped runs."""
 import numpy as np
 import pytest
 
-from toyenv.experiments import policy_gradients as PG
+from toyenv.experiments import policy_gradients as PG, same_machine
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,15 @@ def test_the_configs_are_the_notebooks():
 
 
 def test_the_live_rloo_run_is_its_shipped_twin(base, study):
+    """Bit for bit on the machine that built the study; on any machine within the notebook's tolerance."""
     model, tok = base
     live = PG.run("rloo", model, tok, progress=False)
     shipped = study["runs"]["rloo"]
-    assert PG.same_run(live, shipped), {k: (live[k][-3:], shipped[k][-3:]) for k in PG.SERIES}
+    if same_machine(study):
+        assert PG.same_run(live, shipped), {k: (live[k][-3:], shipped[k][-3:]) for k in PG.SERIES}
+    c = PG.compare_with_twin(live, shipped)
+    assert c.ok, str(c)
+    assert c.numbers == 4 * 30 + 1  # four series of 30 steps and the greedy accuracy
 
 
 # The notebook's prose about the shipped runs (section 4, "what holds across the runs").

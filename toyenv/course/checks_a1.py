@@ -5,10 +5,12 @@ import torch
 
 from .checks import Verdict, _answer_dict, _as_tensor, _fail, register
 
-# The bug hunt on the "conceptual GRPO loss": what its KL term really does (keys of GRPO_BUG_OPTIONS).
+# The bug hunt on the "conceptual GRPO loss": what its KL term really does (keys of GRPO_BUG_OPTIONS) and what its
+# gradient is at the first iteration on a batch (keys of GRPO_BUG_GRADIENT_OPTIONS).
 GRPO_BUG_OPTIONS = {
     "ref": "pulls the policy back toward the reference model, like GRPO's KL penalty",
-    "old": "penalizes moving away from the policy that sampled the batch (pi_old), not from the reference",
+    "old": "penalizes moving away from pi_old, the policy that sampled the batch, instead of from the reference",
+    "away": "rewards moving away from pi_old, the policy that sampled the batch; nothing in it refers to pi_ref",
     "nothing": "is exactly zero and has no gradient at all",
 }
 GRPO_BUG_GRADIENT_OPTIONS = {
@@ -16,7 +18,7 @@ GRPO_BUG_GRADIENT_OPTIONS = {
     "down": "beta * grad log pi_theta(y): it pushes down the log-probability of every sampled completion",
     "forward": "the gradient of the forward KL(pi_ref || pi_theta)",
 }
-GRPO_BUG_ANSWERS = {"penalizes": "old", "gradient": "down"}
+GRPO_BUG_ANSWERS = {"effect": "away", "gradient": "down"}
 
 
 def _groups(seed: int = 0) -> tuple[torch.Tensor, int]:
@@ -122,18 +124,27 @@ def _check_ppo(fn) -> Verdict:
 
 @register("grpo_bug_hunt")
 def _check_grpo_bug(answers) -> Verdict:
-    """`answers` is a dict {"penalizes": key of GRPO_BUG_OPTIONS, "gradient": key of GRPO_BUG_GRADIENT_OPTIONS}."""
-    answers, bad = _answer_dict(answers, GRPO_BUG_ANSWERS, "{'penalizes': ..., 'gradient': ...}")
+    """`answers` is a dict {"effect": key of GRPO_BUG_OPTIONS, "gradient": key of GRPO_BUG_GRADIENT_OPTIONS}."""
+    answers, bad = _answer_dict(answers, GRPO_BUG_ANSWERS, "{'effect': ..., 'gradient': ...}")
     if bad:
         return bad
-    if answers["penalizes"] not in GRPO_BUG_OPTIONS:
-        return _fail(f"'penalizes' must be one of {sorted(GRPO_BUG_OPTIONS)}, got {answers['penalizes']!r}.")
+    if answers["effect"] not in GRPO_BUG_OPTIONS:
+        return _fail(f"'effect' must be one of {sorted(GRPO_BUG_OPTIONS)}, got {answers['effect']!r}.")
     if answers["gradient"] not in GRPO_BUG_GRADIENT_OPTIONS:
         return _fail(f"'gradient' must be one of {sorted(GRPO_BUG_GRADIENT_OPTIONS)}, got {answers['gradient']!r}.")
-    if answers["penalizes"] != "old":
+    if answers["effect"] == "ref":
         return _fail("look at which two log-probs the KL term subtracts: neither comes from the reference model.")
+    if answers["effect"] == "old":
+        return _fail("it does compare pi_theta with pi_old, but check the sign: averaged over samples of pi_old, "
+                     "log pi_theta(y) - log pi_old(y) is -KL(pi_old || pi_theta), and the loss is minimized. "
+                     "Look at what gradient descent on the term alone did to KL(pi_old || pi_theta) above.")
+    if answers["effect"] == "nothing":
+        return _fail("its value is 0 while pi_theta = pi_old, but its gradient is not: compare the gradient cell above.")
+    if answers["gradient"] == "forward":
+        return _fail("that is the gradient of a k3 penalty toward pi_ref (the last line of the gradient cell); the "
+                     "term has no pi_ref in it.")
     if answers["gradient"] != "down":
         return _fail("the value is 0 when new == old, but its gradient is d/dtheta of log pi_theta(y): "
                      "run the gradient cell above and compare.")
-    return Verdict("PASS", "its KL term measures drift from pi_old, and its gradient only pushes sampled "
-                           "completions down; nothing ties the policy to the reference.")
+    return Verdict("PASS", "its KL term rewards moving away from pi_old (in expectation it is -KL(pi_old || pi_theta)), "
+                           "its gradient pushes sampled completions down, and nothing ties the policy to the reference.")
