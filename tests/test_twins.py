@@ -12,7 +12,7 @@ def test_identical_records_say_identical_and_count_every_number():
     c = compare(rec, {**rec}, name="run")
     assert c.identical and c.ok and c.verdict == "identical" and c.digits is None
     assert c.numbers == 8  # 3 kl + 2 steps + 2 golds + n
-    assert str(c) == "run: identical (8 numbers, to the last bit)"
+    assert str(c) == "run: identical (8 numbers, every one equal as recorded)"
 
 
 def test_digits_come_from_the_largest_relative_difference():

@@ -64,7 +64,7 @@ class Comparison:
     def __str__(self) -> str:
         """One line for a notebook: the verdict, the largest difference and the tolerance it was held to."""
         if self.identical:
-            return f"{self.name}: identical ({self.numbers} numbers, to the last bit)"
+            return f"{self.name}: identical ({self.numbers} numbers, every one equal as recorded)"
         detail = f"largest difference {self.max_abs:.2g}" + (f" at {self.worst}" if self.worst else "")
         line = f"{self.name}: {self.verdict} ({self.numbers} numbers, {detail}; tolerance rtol {self.rtol:g}, " \
                f"atol {self.atol:g})"
