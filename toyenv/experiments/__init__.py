@@ -39,3 +39,8 @@ def same_machine(study: dict) -> bool:
     """Was `study` built on a machine like this one (same CPU model, threads and torch), so that a live run must
     reproduce it bit for bit? Studies built before the CPU model was recorded never count as the same machine."""
     return study.get("machine") == machine()
+
+
+def yes_no(ok: bool) -> str:
+    """The word a verdict line ends with ("... on 3/3 seeds: yes"), the same on every CPU."""
+    return "yes" if ok else "no"

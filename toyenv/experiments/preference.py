@@ -41,7 +41,7 @@ from ..preference import (STRENGTHS, GradedPair, general_points_pairs, margins_f
                           strength_for_gap)
 from ..reward_model import RewardConfig, RewardModel, pairwise_accuracy, score_texts, train_reward_model
 from ..tokenizer import Tokenizer
-from . import machine
+from . import machine, yes_no
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 STUDY_PATH = DATA / "preference_study.json"
@@ -213,13 +213,10 @@ def displacement_verdicts(record: dict, base_task_accuracy: float, min_drop: flo
     on another CPU cannot flip a line."""
     f = record["final"]
 
-    def yes(ok: bool) -> str:
-        return "yes" if ok else "no"
-
-    return [f"chosen log-prob fell by more than {min_drop:g} nats: {yes(f['chosen_delta'] < -min_drop)}",
-            f"rejected log-prob fell further than the chosen: {yes(f['rejected_delta'] < f['chosen_delta'])}",
-            f"margin h grew above {min_margin:g}: {yes(f['margin'] > min_margin)}",
-            f"greedy task accuracy below half the base model's: {yes(f['task_accuracy'] < base_task_accuracy / 2)}"]
+    return [f"chosen log-prob fell by more than {min_drop:g} nats: {yes_no(f['chosen_delta'] < -min_drop)}",
+            f"rejected log-prob fell further than the chosen: {yes_no(f['rejected_delta'] < f['chosen_delta'])}",
+            f"margin h grew above {min_margin:g}: {yes_no(f['margin'] > min_margin)}",
+            f"greedy task accuracy below half the base model's: {yes_no(f['task_accuracy'] < base_task_accuracy / 2)}"]
 
 
 def kinds_accuracy(pairs: list[GradedPair], r_c, r_r) -> list[dict]:
@@ -271,9 +268,6 @@ def margin_verdicts(study: dict) -> list[str]:
     m = margin_summary(study)
     none, n = m[None], len(m[None]["seeds"])
 
-    def yes(ok: bool) -> str:
-        return "yes" if ok else "no"
-
     lines = []
     for table in ("small", "large"):
         t = m[table]
@@ -281,16 +275,16 @@ def margin_verdicts(study: dict) -> list[str]:
         below = sum(a < b for a, b in zip(t["all"], none["all"]))
         lines.append(f"{table} margin vs no margin, mean held-out accuracy {t['mean']['all']:.3f} vs "
                      f"{none['mean']['all']:.3f} ({diff:+.3f}); lower on {below}/{n} seeds; within the no-margin "
-                     f"seed-to-seed spread (std {none['std']['all']:.3f}): {yes(abs(diff) <= none['std']['all'])}")
+                     f"seed-to-seed spread (std {none['std']['all']:.3f}): {yes_no(abs(diff) <= none['std']['all'])}")
     large = m["large"]
     below = sum(a < b for a, b in zip(large["all"], none["all"]))
     lines.append(f"large margin below no margin in mean held-out accuracy and on every seed: "
-                 f"{yes(large['mean']['all'] < none['mean']['all'] and below == n)}")
+                 f"{yes_no(large['mean']['all'] < none['mean']['all'] and below == n)}")
     hardest = {table: min(STRENGTHS, key=lambda s: t["mean"][s]) for table, t in m.items()}
     lines.append("hardest bucket in mean held-out accuracy, for every table: " +
                  (hardest[None].replace("_", " ") if len(set(hardest.values())) == 1 else "differs by table"))
     lines.append("'better' pairs ranked right by every model on every seed: "
-                 f"{yes(all(a == 1.0 for t in m.values() for a in t['better']))}")
+                 f"{yes_no(all(a == 1.0 for t in m.values() for a in t['better']))}")
     return lines
 
 
@@ -328,15 +322,12 @@ def policy_verdicts(runs: dict[str, dict], fraction: float = 0.25) -> list[str]:
     (the shipped runs sit near 0.1 of DPO's on both, far from the threshold)."""
     d = runs["DPO"]["final"]
 
-    def yes(ok: bool) -> str:
-        return "yes" if ok else "no"
-
     lines = []
     for name in ("RPO", "REBEL"):
         f = runs[name]["final"]
         lines.append(f"{name}: |Δ log π(y_c)| below {fraction:g} of DPO's: "
-                     f"{yes(abs(f['chosen_delta']) < fraction * abs(d['chosen_delta']))}")
-        lines.append(f"{name}: KL(π ‖ π_ref) below {fraction:g} of DPO's: {yes(f['kl'] < fraction * d['kl'])}")
+                     f"{yes_no(abs(f['chosen_delta']) < fraction * abs(d['chosen_delta']))}")
+        lines.append(f"{name}: KL(π ‖ π_ref) below {fraction:g} of DPO's: {yes_no(f['kl'] < fraction * d['kl'])}")
     return lines
 
 

@@ -34,7 +34,7 @@ from ..rl import RLConfig, general_points_task, train
 from ..tokenizer import Tokenizer
 from ..train import SFTConfig, collate, completion_loss, encode_pairs, sft
 from ..utils import eval_mode
-from . import machine
+from . import machine, yes_no
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SWEEP_PATH = DATA / "ptx_sweep.json"
@@ -182,9 +182,6 @@ def verdicts(study: dict) -> list[str]:
     counts = seed_counts(study)
     gammas = [g for g in counts if g > 0]
 
-    def yes(ok: bool) -> str:
-        return "yes" if ok else "no"
-
     def from_on(key: str) -> float | None:
         """The smallest γ > 0 such that `key` holds on every seed for it and every larger γ."""
         first = None
@@ -197,9 +194,9 @@ def verdicts(study: dict) -> list[str]:
     c0 = counts[0.0]
     n = c0["seeds"]
     lines = [f"γ = 0: pretraining loss above the base on {c0['loss_above_base']}/{n} seeds: "
-             f"{yes(c0['loss_above_base'] == n)}",
+             f"{yes_no(c0['loss_above_base'] == n)}",
              f"γ = 0: 'ranked' at or below the base on {c0['ranked_at_or_below_base']}/{n} seeds: "
-             f"{yes(c0['ranked_at_or_below_base'] == n)}"]
+             f"{yes_no(c0['ranked_at_or_below_base'] == n)}"]
     for g in gammas:
         c = counts[g]
         lines.append(f"γ = {g:g}: pretraining loss below γ = 0 on {c['loss_below_gamma0']}/{c['seeds']} seeds, "
