@@ -133,9 +133,7 @@ def bucket_metrics(rm: RewardModel, tokenizer: Tokenizer, pairs: list[GradedPair
     "all" also has, from the same scores: "median_gap"; "below_small" / "below_large", the fraction of pairs whose
     gap is still below their margin in Llama 2's small / large table (where a margin would still pull); "wrong",
     the fraction ranked wrong (gap < 0; with no ties, 1 − accuracy)."""
-    prompts = [p.prompt for p in pairs]
-    r_c = score_texts(rm, prompts, [p.chosen for p in pairs], tokenizer)
-    r_r = score_texts(rm, prompts, [p.rejected for p in pairs], tokenizer)
+    r_c, r_r = score_pairs(rm, tokenizer, pairs)
     gap = (r_c - r_r).double()
     labels = np.array([p.strength for p in pairs])
     out = {"all": {"accuracy": round(pairwise_accuracy(r_c, r_r), 4), "gap": round(float(gap.mean()), 4),
@@ -224,7 +222,7 @@ def kinds_accuracy(pairs: list[GradedPair], r_c, r_r) -> list[dict]:
     (chosen kind, rejected kind) (verifier verdicts, e.g. ("correct", "wrong_value")), with "reward_gap",
     "strength" (the label the gap gives, `strength_for_gap`, before annotator noise), "n" and "accuracy" (ties count
     half). Sorted by reward gap, largest first. This is what the strength buckets mix: each label is a set of kinds."""
-    r_c, r_r = np.asarray(r_c, dtype=float), np.asarray(r_r, dtype=float)
+    r_c, r_r = torch.as_tensor(r_c, dtype=torch.float64), torch.as_tensor(r_r, dtype=torch.float64)
     if not (len(pairs) == len(r_c) == len(r_r)):
         raise ValueError(f"{len(pairs)} pairs but {len(r_c)} chosen and {len(r_r)} rejected scores")
     groups: dict[tuple[str, str], list[int]] = {}
@@ -233,9 +231,8 @@ def kinds_accuracy(pairs: list[GradedPair], r_c, r_r) -> list[dict]:
     rows = []
     for (kc, kr), idx in groups.items():
         gap = pairs[idx[0]].gap
-        right = (r_c[idx] > r_r[idx]) + 0.5 * (r_c[idx] == r_r[idx])
         rows.append({"chosen": kc, "rejected": kr, "reward_gap": gap, "strength": strength_for_gap(gap),
-                     "n": len(idx), "accuracy": float(right.mean())})
+                     "n": len(idx), "accuracy": pairwise_accuracy(r_c[idx], r_r[idx])})
     return sorted(rows, key=lambda r: (-r["reward_gap"], r["chosen"], r["rejected"]))
 
 
