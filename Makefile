@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make lab    set everything up, then open JupyterLab on the course
+#   make lab    set everything up, copy the notebooks into work/ (never overwriting), open JupyterLab there
 #   make test   set everything up, then run the whole test suite (unit tests + nbval on every notebook)
 # Everything lives in a virtual environment in .venv; nothing is installed system-wide.
 
@@ -25,8 +25,10 @@ $(VENV)/.installed: pyproject.toml
 # Jupyter refuses to run as root unless told; containers often run as root.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 
+# Learners work in work/ (untracked): the first run copies the notebooks there, later runs never overwrite them.
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/ $(LAB_FLAGS)
+	$(PY) -m toyenv.course workspace
+	$(VENV)/bin/jupyter lab work/ $(LAB_FLAGS)
 
 test: setup
 	$(PY) -m toyenv.course check

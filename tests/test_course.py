@@ -59,16 +59,25 @@ def test_check_detects_drift_extra_and_missing(tmp_path):
     sol.mkdir()
     nbformat.write(new_notebook(cells=[new_code_cell("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION")]),
                    sol / "a.ipynb")
-    tree = nbs.Tree(sol, lrn)
-    assert nbs.check(tree) == ["notebooks/a.ipynb is missing"]
-    assert nbs.build(tree) == ["wrote notebooks/a.ipynb"]
+    tree = nbs.Tree(sol, lrn, tmp_path / "work")
+    assert nbs.check(tree) == ["notebooks/a.ipynb is missing", "notebooks/.generated.json does not record what "
+                               "solutions/ generates"]
+    assert nbs.build(tree) == ["wrote notebooks/a.ipynb", "wrote notebooks/.generated.json"]
     assert nbs.check(tree) == [] and nbs.build(tree) == []
-    (lrn / "a.ipynb").write_text((lrn / "a.ipynb").read_text().replace("YOUR CODE HERE", "edited by hand"))
+    # a changed solution: the generated copy is merely old, and build replaces it without a backup
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 2")]), sol / "a.ipynb")
+    assert nbs.check(tree) == ["notebooks/a.ipynb is older than solutions/a.ipynb",
+                               "notebooks/.generated.json does not record what solutions/ generates"]
+    assert nbs.build(tree) == ["wrote notebooks/a.ipynb", "wrote notebooks/.generated.json"]
+    # an extra notebook that build never wrote counts as someone's work: refused, then backed up under --force
     (lrn / "b.ipynb").write_text("{}")
-    assert nbs.check(tree) == ["notebooks/a.ipynb differs from what solutions/a.ipynb generates",
-                               "notebooks/b.ipynb has no source solutions/b.ipynb"]
-    nbs.build(tree)
+    assert nbs.check(tree) == ["notebooks/b.ipynb has no source solutions/b.ipynb"]
+    with pytest.raises(nbs.EditedError, match="notebooks/b.ipynb"):
+        nbs.build(tree)
+    changed = nbs.build(tree, force=True)
+    assert changed[1:] == ["removed notebooks/b.ipynb (no solutions/b.ipynb)"]
     assert nbs.check(tree) == [] and not (lrn / "b.ipynb").exists()
+    assert [p.read_text() for p in (tmp_path / "work" / "backups").iterdir()] == ["{}"]
 
 
 # ----------------------------------------------------------------- checkers

@@ -3,6 +3,8 @@
 In a notebook, a check cell calls ``check("name", learner_function)``, which
 prints a one-line verdict in words. From a shell::
 
+    python -m toyenv.course workspace        # copy notebooks/ into the learner's work/, never overwriting
+    python -m toyenv.course fresh NAME       # a fresh copy of one notebook in work/ (the old one is backed up)
     python -m toyenv.course build            # solutions/ -> notebooks/ (solution regions become stubs)
     python -m toyenv.course check            # fail if notebooks/ is stale
     python -m toyenv.course grade NB.ipynb   # run a learner's notebook, print one row per exercise

@@ -1,4 +1,4 @@
-"""python -m toyenv.course {build,check,grade,refresh}"""
+"""python -m toyenv.course {workspace,fresh,build,check,grade,refresh}"""
 from __future__ import annotations
 
 import argparse
@@ -6,12 +6,18 @@ import sys
 from pathlib import Path
 
 from . import notebooks as nbs
+from . import workspace as ws
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m toyenv.course", description="Course tooling for rlhf-reg-course.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build", help="generate notebooks/ from solutions/")
+    sub.add_parser("workspace", help="copy into work/ each notebook it lacks (never overwrites); `make lab` runs it")
+    f = sub.add_parser("fresh", help="a fresh copy of one notebook in work/; yours is kept in work/backups/")
+    f.add_argument("name", help="notebook name, e.g. 02_kl_estimators")
+    b = sub.add_parser("build", help="generate notebooks/ from solutions/")
+    b.add_argument("--force", action="store_true",
+                   help="overwrite notebooks edited since the last build (each is copied to work/backups/ first)")
     sub.add_parser("check", help="fail if notebooks/ differs from what build would write")
     g = sub.add_parser("grade", help="execute a learner's notebook and print one row per exercise")
     g.add_argument("notebook", type=Path)
@@ -22,14 +28,19 @@ def main(argv: list[str] | None = None) -> int:
 
     tree = nbs.Tree()
     try:
-        if args.cmd == "build":
-            changed = nbs.build(tree)
+        if args.cmd == "workspace":
+            print("\n".join(ws.workspace(tree)) or f"work/ has all {len(tree.sources())} notebooks")
+        elif args.cmd == "fresh":
+            print("\n".join(ws.fresh(args.name, tree)))
+        elif args.cmd == "build":
+            changed = nbs.build(tree, force=args.force)
             print("\n".join(changed) if changed else "notebooks/ already up to date")
         elif args.cmd == "check":
             problems = nbs.check(tree)
             if problems:
-                print("notebooks/ is out of sync with solutions/; run `python -m toyenv.course build`:")
+                print("notebooks/ is out of sync with solutions/:")
                 print("\n".join("  " + p for p in problems))
+                print("Run `python -m toyenv.course build`; it refuses to overwrite a notebook edited by hand.")
                 return 1
             print(f"notebooks/ matches solutions/ ({len(tree.sources())} notebooks)")
         elif args.cmd == "grade":
@@ -49,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(nbs.build(tree)) or "notebooks/ already up to date")
     except nbs.MarkerError as e:
         print(f"solution markers: {e}", file=sys.stderr)
+        return 2
+    except nbs.EditedError as e:
+        print(f"build refused: {e}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as e:
+        print(e, file=sys.stderr)
         return 2
     return 0
 

@@ -20,7 +20,11 @@ it. Learner notebooks carry no outputs.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +36,27 @@ MARKDOWN_STUB = ("YOUR ANSWER HERE",)
 STUB_TAG = "raises-exception"
 CHECK_OUTPUT_MARK = "# NBVAL_CHECK_OUTPUT"
 ROOT = Path(__file__).resolve().parents[2]
+# notebooks/.generated.json: the sha256 of each notebook as `build` last wrote it. A file in notebooks/ whose hash
+# is not the recorded one was edited after it was generated (by a learner, most likely), and `build` will not
+# overwrite it unless told to.
+MANIFEST = ".generated.json"
 
 
 class MarkerError(ValueError):
     pass
+
+
+class EditedError(RuntimeError):
+    """`build` would overwrite or remove notebooks that were edited after it generated them."""
+
+    def __init__(self, names: list[str], tree: "Tree"):
+        self.names = names
+        files = ", ".join(f"notebooks/{n}" for n in names)
+        super().__init__(
+            f"{files} changed since `build` wrote {'them' if len(names) > 1 else 'it'}, so building would lose those "
+            f"edits. Learners work in {tree.work.name}/ (`python -m toyenv.course workspace` copies the notebooks "
+            f"there and never overwrites a file). To regenerate anyway, run `python -m toyenv.course build --force`: "
+            f"it first copies each edited file into {tree.work.name}/{tree.backups.name}/.")
 
 
 def stub_source(source: str, stub: tuple[str, ...] = CODE_STUB, where: str = "cell") -> tuple[str, bool]:
@@ -83,10 +104,24 @@ def to_text(nb: nbformat.NotebookNode) -> str:
     return nbformat.writes(nb) + "\n"
 
 
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass
 class Tree:
+    """The course's folders: solutions/ (the source), notebooks/ (generated, tracked), work/ (the learner's, untracked)."""
     solutions: Path = ROOT / "solutions"
     notebooks: Path = ROOT / "notebooks"
+    work: Path = ROOT / "work"
+
+    @property
+    def backups(self) -> Path:
+        return self.work / "backups"
+
+    @property
+    def manifest(self) -> Path:
+        return self.notebooks / MANIFEST
 
     def sources(self) -> list[Path]:
         return sorted(self.solutions.glob("*.ipynb"))
@@ -94,27 +129,71 @@ class Tree:
     def expected(self) -> dict[str, str]:
         return {p.name: to_text(learner_notebook(nbformat.read(p, as_version=4), p.name)) for p in self.sources()}
 
+    def generated(self) -> dict[str, str]:
+        """{name: sha256} of what `build` last wrote ({} before the first build, or if the record is unreadable)."""
+        try:
+            record = json.loads(self.manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
 
-def build(tree: Tree | None = None) -> list[str]:
-    """Write notebooks/ from solutions/; remove learner notebooks whose source is gone. Returns what changed."""
+    def edited(self, name: str) -> bool:
+        """Whether notebooks/name exists and is not what `build` last wrote there."""
+        path = self.notebooks / name
+        return path.exists() and self.generated().get(name) != digest(path.read_text(encoding="utf-8"))
+
+
+def manifest_text(expected: dict[str, str]) -> str:
+    return json.dumps({name: digest(text) for name, text in sorted(expected.items())}, indent=1) + "\n"
+
+
+def backup(path: Path, backups: Path) -> Path:
+    """Copy `path` to backups/<stem>.<time>.ipynb (never over an existing backup); returns the copy."""
+    backups.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = backups / f"{path.stem}.{stamp}{path.suffix}", 1
+    while target.exists():
+        n += 1
+        target = backups / f"{path.stem}.{stamp}-{n}{path.suffix}"
+    shutil.copy2(path, target)
+    return target
+
+
+def build(tree: Tree | None = None, force: bool = False) -> list[str]:
+    """Write notebooks/ from solutions/; remove learner notebooks whose source is gone. Returns what changed.
+
+    A notebook edited since the last build is never overwritten or removed silently: without `force` nothing is
+    written and EditedError names the files; with `force` each edited file is first copied to work/backups/."""
     tree = tree or Tree()
-    tree.notebooks.mkdir(parents=True, exist_ok=True)
-    changed = []
     expected = tree.expected()
+    stale = sorted(p.name for p in tree.notebooks.glob("*.ipynb") if p.name not in expected)
+    at_risk = [n for n in sorted(expected) if tree.edited(n)
+               and (tree.notebooks / n).read_text(encoding="utf-8") != expected[n]]
+    at_risk += [n for n in stale if tree.edited(n)]
+    if at_risk and not force:
+        raise EditedError(at_risk, tree)
+    changed = [f"kept a copy of notebooks/{n} in {backup(tree.notebooks / n, tree.backups).relative_to(tree.work.parent)}"
+               for n in at_risk]
+    tree.notebooks.mkdir(parents=True, exist_ok=True)
     for name, text in expected.items():
         target = tree.notebooks / name
         if not target.exists() or target.read_text(encoding="utf-8") != text:
             target.write_text(text, encoding="utf-8")
             changed.append(f"wrote notebooks/{name}")
-    for stale in sorted(tree.notebooks.glob("*.ipynb")):
-        if stale.name not in expected:
-            stale.unlink()
-            changed.append(f"removed notebooks/{stale.name} (no solutions/{stale.name})")
+    for name in stale:
+        (tree.notebooks / name).unlink()
+        changed.append(f"removed notebooks/{name} (no solutions/{name})")
+    record = manifest_text(expected)
+    if not tree.manifest.exists() or tree.manifest.read_text(encoding="utf-8") != record:
+        tree.manifest.write_text(record, encoding="utf-8")
+        changed.append(f"wrote notebooks/{MANIFEST}")
     return changed
 
 
 def check(tree: Tree | None = None) -> list[str]:
-    """Problems that make notebooks/ differ from what `build` would write (empty list: in sync)."""
+    """Problems that make notebooks/ differ from what `build` would write (empty list: in sync).
+
+    Only the generated copies are compared: the learner's work/ is never looked at."""
     tree = tree or Tree()
     problems = []
     expected = tree.expected()
@@ -123,10 +202,14 @@ def check(tree: Tree | None = None) -> list[str]:
         if not target.exists():
             problems.append(f"notebooks/{name} is missing")
         elif target.read_text(encoding="utf-8") != text:
-            problems.append(f"notebooks/{name} differs from what solutions/{name} generates")
+            why = ("was edited after `build` wrote it (if that is your work, copy it into work/ first)"
+                   if tree.edited(name) else f"is older than solutions/{name}")
+            problems.append(f"notebooks/{name} {why}")
     for extra in sorted(tree.notebooks.glob("*.ipynb")):
         if extra.name not in expected:
             problems.append(f"notebooks/{extra.name} has no source solutions/{extra.name}")
+    if not tree.manifest.exists() or tree.manifest.read_text(encoding="utf-8") != manifest_text(expected):
+        problems.append(f"notebooks/{MANIFEST} does not record what solutions/ generates")
     return problems
 
 
