@@ -12,7 +12,7 @@ TORCH_INSTALL ?= torch==2.13.0
 PYTEST_NOTEBOOKS := solutions notebooks --nbval-lax --nbval-current-env \
 	--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
 
-.PHONY: setup lab test unit notebooks build check bench gpu-check clean
+.PHONY: setup lab test unit notebooks build check bench gpu-check mutants clean
 
 setup: $(VENV)/.installed
 
@@ -56,5 +56,18 @@ bench: setup
 gpu-check: setup
 	$(PY) -m benchmarks.gpu_check
 
+# Mutation testing (mutmut, in the dev extra): changes one thing at a time in the files of pyproject's [tool.mutmut]
+# and reruns the tests that reach it. Slow, so not part of `make test`; results are kept in mutants/ and a rerun
+# only tests what changed. MUTMUT_ARGS passes options or mutant names, e.g. MUTMUT_ARGS="--max-children 1".
+# The score is killed / (all mutants a test reaches); the survivors are listed, `mutmut show NAME` shows one.
+mutants: setup
+	$(VENV)/bin/mutmut run $(MUTMUT_ARGS)
+	$(VENV)/bin/mutmut results
+	$(VENV)/bin/mutmut export-cicd-stats
+	$(PY) -c "import json; s = json.load(open('mutants/mutmut-cicd-stats.json')); \
+	n = s['total'] - s['no_tests'] - s['skipped']; \
+	print(f\"mutation score: {s['killed']}/{n} killed ({100 * s['killed'] / max(n, 1):.1f}%), {s['survived']} survived, \
+	{s['timeout']} timed out, {s['no_tests']} reached by no test\")"
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis mutants

@@ -1,5 +1,6 @@
 """toyenv.dpo: the preference trainer and the tabular DPO optimum."""
 import copy
+import math
 
 import pytest
 import torch
@@ -117,3 +118,24 @@ def test_logratio_gaps_is_zero_for_the_reference_and_matches_monitor(small_model
     h = logratio_gaps(policy, small_model, pairs)
     m = monitor(policy, _all_logprobs(small_model, pairs, None), pairs)
     assert abs(float(h.mean()) - m["margin"]) < 1e-5
+
+
+def test_dpo_nll_logs_the_length_normalized_nll_of_the_chosen(small_model):
+    """history["nll"] of the first step is mean_i −log π(y_c,i) / |y_c,i| (|y_c| counts the EOS), by hand; chosen
+    answers of 1 and 9 characters, so a sum instead of a per-token mean is far off."""
+    from toyenv import Tokenizer
+
+    tok = Tokenizer()
+    few = [PreferencePair("ab:", "b", "bb"), PreferencePair("abcd:", "dcba+dcba", "x")]
+    nll = []
+    with torch.no_grad():
+        for p in few:
+            prompt, completion = tok.encode(p.prompt, bos=True), tok.encode(p.chosen, eos=True)
+            ids = prompt + completion
+            logdist = torch.log_softmax(small_model(torch.tensor([ids]))[0], -1)
+            logp = sum(logdist[t - 1, ids[t]].item() for t in range(len(prompt), len(ids)))
+            nll.append(-logp / len(completion))
+    h = train_preference(copy.deepcopy(small_model), few, _cfg("dpo_nll", max_steps=1), progress=False)
+    assert h["nll"][0] == pytest.approx(sum(nll) / 2, rel=1e-4)
+    assert h["dpo"][0] == pytest.approx(math.log(2), rel=1e-6)  # the policy starts as its own reference: h = 0
+    assert h["loss"][0] == pytest.approx(math.log(2) + sum(nll) / 2, rel=1e-4)  # alpha = 1

@@ -417,6 +417,75 @@ def test_env_options_and_errors():
         gp.GeneralPointsEnv().step("1")
 
 
+def test_env_pays_nothing_after_the_episode():
+    """Gymnasium's contract: after terminated=True the caller must reset(). It used to pay +5 on every call."""
+    env = gp.GeneralPointsEnv("ten", render_mode="ansi")
+    env.reset(seed=0)
+    answer = env.expert_answer()
+    assert env.step(answer)[1:4] == (5.0, True, False)
+    shown = env.render()
+    for again in (answer, "1+", None):
+        obs, reward, terminated, truncated, info = env.step(again)
+        assert (reward, terminated, truncated) == (0.0, True, False) and obs == env.prompt
+        assert not info["correct"] and info["reason"] == "episode is over; call reset()"
+        assert info["cards"] == env.cards
+    assert env.render() == shown  # the scored answer is still the one shown
+    env.reset(seed=0)  # a new episode pays again
+    assert env.step(answer)[1] == 5.0
+
+
+def test_env_enforces_max_answer_chars():
+    """An answer longer than max_answer_chars is refused unread (illegal), even a correct formula."""
+    env = gp.GeneralPointsEnv("ten")
+    assert env.max_answer_chars == 64 == env.action_space.max_length
+    _, info = env.reset(seed=0)
+    formula = env.expert_answer()
+    for length, reward in ((150, gp.REWARD_ILLEGAL), (65, gp.REWARD_ILLEGAL), (64, gp.REWARD_CORRECT)):
+        answer = formula + " " * (length - len(formula))
+        assert len(answer) == length and gp.verify(info["cards"], answer).correct  # a correct formula
+        env.reset(seed=0)
+        _, r, terminated, _, step_info = env.step(answer)
+        assert r == reward and terminated
+        if reward == gp.REWARD_ILLEGAL:
+            assert step_info["kind"] == "illegal" and not step_info["correct"]
+            assert f"answer is {length} characters long (limit max_answer_chars=64)" in step_info["reason"]
+    short = gp.GeneralPointsEnv("ten", max_answer_chars=len(formula))
+    short.reset(seed=0)
+    assert short.step(formula)[1] == gp.REWARD_CORRECT
+    short.reset(seed=0)
+    assert short.step(formula + " ")[1] == gp.REWARD_ILLEGAL
+
+
+@pytest.mark.parametrize("field, value", [
+    ("num_cards", 3.0),  # `3.0 in (2, 3, 4)` let it through, then it failed deep inside
+    ("num_cards", 5),
+    ("num_cards", -4),
+    ("num_cards", "4"),
+    ("num_cards", True),
+    ("max_answer_chars", 64.5),  # used to become 64 in silence
+    ("max_answer_chars", 0),
+    ("max_answer_chars", -1),
+    ("max_answer_chars", gp.MAX_ANSWER_LENGTH + 1),  # verify() would refuse such answers anyway
+    ("max_answer_chars", "64"),
+    ("max_answer_chars", None),
+])
+def test_env_constructor_refuses_bad_arguments(field, value):
+    with pytest.raises(ValueError) as err:
+        gp.GeneralPointsEnv(**{field: value})
+    msg = str(err.value)
+    assert msg.startswith(f"GeneralPointsEnv.{field} must be an integer") and msg.endswith(f"got {value!r}"), msg
+
+
+def test_env_constructor_names_bad_target_and_accepts_numpy_ints():
+    for bad in (24.0, "24", None):
+        with pytest.raises(TypeError, match=re.escape(f"target must be an int, got {bad!r}")):
+            gp.GeneralPointsEnv(target=bad)
+    env = gp.GeneralPointsEnv(num_cards=np.int64(3), max_answer_chars=np.int32(gp.MAX_ANSWER_LENGTH),
+                              target=np.int8(24))
+    assert (env.num_cards, env.max_answer_chars, env.target) == (3, gp.MAX_ANSWER_LENGTH, 24)
+    assert len(env.reset(seed=0)[1]["cards"]) == 3
+
+
 # --------------------------------------------------------------------------- evaluate with fake models
 
 

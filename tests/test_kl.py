@@ -105,6 +105,34 @@ def test_per_token_and_reduction():
         reduce_kl(per_tok, mask, "max")
 
 
+def test_defaults_mask_none_and_an_empty_row():
+    """The defaults are k1 and "sum"; no mask keeps every token; a row with no generated token has mean 0."""
+    logp = torch.tensor([[-1.0, -2.0], [-0.5, -0.5]])
+    logq = torch.tensor([[-2.0, -1.0], [-1.5, -0.5]])
+    # k1 by hand: logp − logq = [[1, −1], [1, 0]]; k2 and k3 would both give positive values at (0, 1)
+    assert per_token_kl(logp, logq).tolist() == [[1.0, -1.0], [1.0, 0.0]]
+    mask = torch.tensor([[True, True], [False, False]])
+    per_tok = per_token_kl(logp, logq, mask)
+    assert per_tok.tolist() == [[1.0, -1.0], [0.0, 0.0]]
+    assert reduce_kl(torch.tensor([[1.0, 2.0]]), torch.tensor([[True, True]])).tolist() == [3.0]  # "sum"
+    # the empty row's mean is 0 / max(0, 1) = 0 (not NaN); a one-token row's mean is that token's value
+    one = torch.tensor([[False, True], [False, False]])
+    assert reduce_kl(torch.tensor([[5.0, 3.0], [7.0, 7.0]]), one, "mean").tolist() == [3.0, 0.0]
+
+
+def test_sequence_kl_defaults_and_estimator(tok):
+    seed_everything(1)
+    cfg = GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16)
+    policy, ref = GPT(cfg), GPT(cfg)
+    tokens, mask = policy.generate([tok.encode("hi", bos=True)] * 3, 6, generator=torch.Generator().manual_seed(1))
+    d = ((token_logprobs(ref, tokens) - token_logprobs(policy, tokens)) * mask).detach()  # log r per token
+    k1_sum = (-d).sum(-1)
+    k3_sum = (torch.expm1(d) - d).sum(-1)
+    torch.testing.assert_close(sequence_kl(policy, ref, tokens, mask).detach(), k1_sum)  # defaults: k1, sum
+    torch.testing.assert_close(sequence_kl(policy, ref, tokens, mask, "k3").detach(), k3_sum)
+    assert not torch.allclose(k1_sum, k3_sum)
+
+
 def test_sequence_kl_on_models(tok):
     seed_everything(0)
     cfg = GPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=32)

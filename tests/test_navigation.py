@@ -1,9 +1,12 @@
 """Tests for the V-IRL-style text navigation environment (toyenv.envs.navigation)."""
 from __future__ import annotations
 
+import copy
+import math
 import re
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
@@ -11,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import toyenv.envs  # noqa: F401  (registers the gymnasium ids)
+from toyenv.envs import general_points as gp
 from toyenv.envs.navigation import (
     ACTION_SPACE_KINDS,
     HEADINGS,
@@ -25,6 +29,31 @@ from toyenv.envs.navigation import (
 from toyenv.tokenizer import Tokenizer
 
 TOK = Tokenizer()
+
+# Compass geometry, written out here rather than read from the module: bearings in degrees clockwise from north.
+BEARING = {"north": 0, "northeast": 45, "east": 90, "southeast": 135,
+           "south": 180, "southwest": 225, "west": 270, "northwest": 315}
+# Left turns counterclockwise (the bearing goes down), right clockwise; "slightly" is half a turn, 45 degrees.
+TURN_DEGREES = {"left": -90, "slightly left": -45, "slightly right": 45, "right": 90}
+
+
+def heading_after(heading: str, turn: str) -> str:
+    """The compass heading after a relative turn, from bearings alone."""
+    bearing = (BEARING[heading] + TURN_DEGREES[turn]) % 360
+    return next(h for h, b in BEARING.items() if b == bearing)
+
+
+def unit_step(heading: str) -> tuple[int, int]:
+    """(dx east, dy north) of one intersection along `heading`; diagonals move one block in each axis."""
+    rad = math.radians(BEARING[heading])
+    return round(math.sin(rad)), round(math.cos(rad))
+
+
+def turn_name(facing: str, target: str) -> str:
+    """The one relative turn that takes `facing` to `target` (routes only turn by 45 or 90 degrees)."""
+    names = [t for t in TURN_DEGREES if heading_after(facing, t) == target]
+    assert len(names) == 1, (facing, target, names)
+    return names[0]
 
 
 def run_oracle(env: NavigationEnv, seed: int):
@@ -82,7 +111,7 @@ def test_oracle_always_rewarded_and_succeeds(kind):
             assert env.observation_space.contains(o)
         # stepping a finished episode is harmless
         obs, r, term, trunc, info = env.step("forward()")
-        assert term and r == 0.0 and "reset" in info["reason"]
+        assert term and not trunc and r == 0.0 and "reset" in info["reason"]
 
 
 @pytest.mark.parametrize("kind", ACTION_SPACE_KINDS)
@@ -104,6 +133,77 @@ def test_max_steps_truncates():
     assert not term and not trunc
     _, _, term, trunc, _ = env.step(info["expert_action"])
     assert trunc and not term
+
+
+@pytest.mark.parametrize("kind", ACTION_SPACE_KINDS)
+def test_nothing_more_after_truncation(kind):
+    """Gymnasium's contract: after truncated=True the caller must reset(); the env used to keep paying +1."""
+    env = NavigationEnv(kind, max_steps=2)
+    _, info = env.reset(seed=0)
+    for _ in range(2):
+        obs, r, term, trunc, info = env.step(info["expert_action"])
+        assert r == 1.0
+    assert trunc and not term
+    oracle_next = info["expert_action"]  # the oracle action of the last prompt: paid +1 before the fix
+    assert oracle_next is not None
+    for action in (oracle_next, "forward()", "stop()", "garbage"):
+        obs2, r, term, trunc, info = env.step(action)
+        assert (r, term, trunc) == (0.0, False, True) and obs2 == obs
+        assert not info["correct"] and info["reason"] == "episode is over; call reset()"
+    _, info = env.reset(seed=0)  # a new episode pays again
+    assert env.step(info["expert_action"])[1] == 1.0
+
+
+@pytest.mark.parametrize("kind", ACTION_SPACE_KINDS)
+def test_nothing_more_after_termination(kind):
+    env = NavigationEnv(kind)
+    _, info = env.reset(seed=3)
+    obs, r, term, trunc, info = env.step("stop()")  # wrong: a turn is due
+    assert (r, term, trunc) == (-1.0, True, False)
+    for action in ("stop()", "forward()", env._states[0].action):
+        assert env.step(action)[1:4] == (0.0, True, False)
+
+
+# --------------------------------------------------------------------------- constructor arguments
+
+
+@pytest.mark.parametrize("field, value", [
+    ("grid_size", 3.9),  # used to become 3 in silence
+    ("grid_size", 6.0),
+    ("grid_size", 2),
+    ("grid_size", 21),
+    ("grid_size", -6),
+    ("grid_size", "6"),
+    ("grid_size", None),
+    ("grid_size", True),
+    ("num_segments", 2.5),  # used to fail with "'float' object is not iterable"
+    ("num_segments", 0),
+    ("num_segments", -2),
+    ("num_segments", 4),
+    ("num_segments", (3, 2)),
+    ("num_segments", (0, 2)),
+    ("num_segments", (2, 3.0)),
+    ("num_segments", (1, 2, 3)),
+    ("num_segments", "23"),  # used to be read as (2, 3)
+    ("num_segments", None),
+    ("max_steps", 0),
+    ("max_steps", -1),
+    ("max_steps", 1.5),
+    ("max_steps", float("nan")),
+])
+def test_constructor_refuses_bad_arguments(field, value):
+    with pytest.raises(ValueError) as err:
+        NavigationEnv(**{field: value})
+    msg = str(err.value)
+    assert f"NavigationEnv.{field} must be an integer" in msg and msg.endswith(f"got {value!r}"), msg
+
+
+def test_constructor_accepts_ints_of_any_kind():
+    env = NavigationEnv(grid_size=np.int64(4), num_segments=[1, np.int32(2)], max_steps=np.int16(30))
+    assert (env.grid_size, env.num_segments, env.max_steps) == (4, (1, 2), 30)
+    assert NavigationEnv(num_segments=3).num_segments == (3, 3)
+    route = env.reset(seed=0)[1]["route"]
+    assert route.grid_size == 4 and 1 <= len(route.segments) <= 2
 
 
 # --------------------------------------------------------------------------- rewards and parsing
@@ -152,6 +252,35 @@ def test_parse_normalizes():
     assert parse_action("forward() please", "absolute")[0] is None
 
 
+# Whitespace Python's str.strip() and regex \s accept but the grammar does not; the first three are ASCII controls.
+NON_GRAMMAR_SPACES = ["\x0b", "\x0c", "\x1c", "\x85", "\u00a0", "\u2003", "\u2028", "\u3000", "\ufeff"]
+
+
+@pytest.mark.parametrize("space", NON_GRAMMAR_SPACES)
+def test_parser_rejects_non_grammar_whitespace_like_the_verifier(space):
+    """Navigation's grammar allows ASCII space, tab and CR inside a line, as GeneralPoints' verifier does."""
+    for kind, text in [
+        ("relative", f"turn_direction(slightly{space}left)"),
+        ("absolute", f"{space}forward()"),
+        ("absolute", f"forward(){space}"),
+        ("relative", f"stop({space})"),
+        ("absolute", f"turn_direction({space}north)"),
+    ]:
+        parsed, reason = parse_action(text, kind)
+        assert parsed is None and reason.startswith("malformed action: unexpected character"), (text, reason)
+        assert ascii(space) in reason
+    # the verifier of the other game refuses the same character
+    assert gp.verify(["3", "3", "8", "8"], f"8/(3-8/3){space}").kind == "illegal"
+    assert gp.verify(["3", "3", "8", "8"], f"8/(3{space}-8/3)").kind == "illegal"
+
+
+@pytest.mark.parametrize("space", [" ", "\t", "\r", " \t "])
+def test_parser_accepts_grammar_whitespace_like_the_verifier(space):
+    assert parse_action(f"turn_direction(slightly{space}left)", "relative") == ("turn_direction(slightly left)", None)
+    assert parse_action(f"{space}forward({space}){space}", "absolute") == ("forward()", None)
+    assert gp.verify(["3", "3", "8", "8"], f"{space}8/(3{space}-8/3){space}").correct
+
+
 @settings(max_examples=150, deadline=None)
 @given(text=st.one_of(st.text(max_size=300), st.binary(max_size=20), st.integers(), st.none(), st.lists(st.text())))
 def test_fuzz_parse_action(text):
@@ -180,6 +309,104 @@ def test_fuzz_env_step(seed, kind, actions):
         assert env.observation_space.contains(obs)
 
 
+# --------------------------------------------------------------------------- compass geometry
+
+
+def test_compass_helpers_by_hand():
+    """The test's own geometry, pinned on cases one can check on a compass rose."""
+    assert heading_after("north", "left") == "west" and heading_after("north", "right") == "east"
+    assert heading_after("north", "slightly left") == "northwest"
+    assert heading_after("north", "slightly right") == "northeast"
+    assert heading_after("east", "right") == "south" and heading_after("east", "slightly left") == "northeast"
+    assert heading_after("southwest", "left") == "southeast" and heading_after("northwest", "slightly right") == "north"
+    assert unit_step("north") == (0, 1) and unit_step("east") == (1, 0) and unit_step("southwest") == (-1, -1)
+    # the module names the same headings and turns, and documents HEADINGS as clockwise from north, 45 apart
+    assert set(HEADINGS) == set(BEARING) and set(RELATIVE_TURNS) == set(TURN_DEGREES)
+    assert [BEARING[h] for h in HEADINGS] == list(range(0, 360, 45))
+
+
+def turn_states(kind, seeds):
+    """(env at a state where a turn is due, heading faced, heading the due "Face" instruction names)."""
+    env = NavigationEnv(kind)
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        faces = re.findall(r"\d+\.Face (\w+)\.", obs)
+        turns_done = 0
+        while info["expert_action"] is not None:
+            if info["expert_action"].startswith("turn_direction("):
+                facing = re.search(r"Facing: (\w+)\.", obs).group(1)
+                assert facing == info["heading"]
+                yield env, facing, faces[turns_done]
+                turns_done += 1
+            obs, _, _, _, info = env.step(info["expert_action"])
+
+
+def test_relative_turn_table_from_compass_geometry():
+    """From every heading, every relative turn leads where the compass says, and only that turn is paid.
+
+    The expected heading comes from bearings (left = counterclockwise), never from the module's table, so
+    swapping left and right (or slightly and fully) in navigation's relative-turn table fails here."""
+    covered = set()
+    for env, facing, target in turn_states("relative", range(200)):
+        for turn in TURN_DEGREES:
+            trial = copy.deepcopy(env)
+            obs, r, term, trunc, info = trial.step(f"turn_direction({turn})")
+            if heading_after(facing, turn) == target:
+                assert (r, term, info["correct"]) == (1.0, False, True), (facing, turn, target, info["reason"])
+                assert info["heading"] == target and f"Facing: {target}." in obs
+                covered.add((facing, turn))
+            else:
+                assert (r, term, info["correct"]) == (-1.0, True, False), (facing, turn, target, info["reason"])
+        assert env.expert_action == f"turn_direction({turn_name(facing, target)})"
+    assert covered == {(h, t) for h in BEARING for t in TURN_DEGREES}  # all 8 x 4 entries of the table checked
+
+
+def test_absolute_turns_face_the_named_heading():
+    """In the absolute space turn_direction(X) faces X: paid only when X is the instruction's heading."""
+    covered = set()
+    for env, facing, target in turn_states("absolute", range(120)):
+        assert env.expert_action == f"turn_direction({target})"
+        for heading in BEARING:
+            trial = copy.deepcopy(env)
+            obs, r, term, _, info = trial.step(f"turn_direction({heading})")
+            if heading == target:
+                assert r == 1.0 and not term and info["heading"] == heading and f"Facing: {heading}." in obs
+            else:
+                assert r == -1.0 and term
+        covered.add((facing, target))
+    # every turn the routes make (45 or 90 degrees either way) was tried from every heading
+    assert covered == {(h, heading_after(h, t)) for h in BEARING for t in TURN_DEGREES}
+
+
+@pytest.mark.parametrize("kind", ACTION_SPACE_KINDS)
+def test_forward_moves_one_block_along_the_heading_and_sides_follow_geometry(kind):
+    """forward() moves by the heading's compass step (x east, y north), and "on left/right" is the side of the
+    landmark's wedge: wedge w spans bearings 45w..45(w+1), so it is on the right when its centre lies 0..180
+    degrees clockwise of the heading."""
+    env = NavigationEnv(kind)
+    n_forward = n_sides = 0
+    for seed in range(40):
+        obs, info = env.reset(seed=seed)
+        wedges = {(x, y): (name, w) for name, x, y, w in info["route"].landmarks}
+        while info["expert_action"] is not None:
+            here = re.search(r"Here: (\w+)(?: on (\w+))?\.", obs).groups()
+            if info["position"] in wedges:
+                name, w = wedges[info["position"]]
+                clockwise = (45 * w + 22.5 - BEARING[info["heading"]]) % 360
+                assert here == (name, "right" if clockwise < 180 else "left")
+                n_sides += 1
+            else:
+                assert here == ("none", None)
+            before, heading = info["position"], info["heading"]
+            action = info["expert_action"]
+            obs, _, _, _, info = env.step(action)
+            if action == "forward()":
+                dx, dy = unit_step(heading)
+                assert info["position"] == (before[0] + dx, before[1] + dy)
+                n_forward += 1
+    assert n_forward > 100 and n_sides > 100
+
+
 # --------------------------------------------------------------------------- absolute vs relative
 
 
@@ -202,9 +429,9 @@ def test_relative_and_absolute_agree():
             n_turns += 1
             target = ea[len("turn_direction(") : -1]
             turn = er[len("turn_direction(") : -1]
-            before = HEADINGS.index(infos_r[k - 1]["heading"])
-            assert target != HEADINGS[before]
-            assert HEADINGS[(before + RELATIVE_TURNS[turn]) % 8] == target == infos_a[k]["heading"]
+            before = infos_r[k - 1]["heading"]
+            assert target != before
+            assert heading_after(before, turn) == target == infos_a[k]["heading"] == infos_r[k]["heading"]
     assert n_turns > 300
 
 
@@ -219,7 +446,7 @@ def test_relative_turn_from_prompt_heading():
         if aa.startswith("turn_direction("):
             facing = re.search(r"Facing: (\w+)\.", pr).group(1)
             turn = ar[len("turn_direction(") : -1]
-            assert HEADINGS[(HEADINGS.index(facing) + RELATIVE_TURNS[turn]) % 8] == aa[len("turn_direction(") : -1]
+            assert heading_after(facing, turn) == aa[len("turn_direction(") : -1]
             checked += 1
         else:
             assert aa == ar
@@ -245,9 +472,7 @@ def solve_from_prompt(prompt: str) -> str:
     target = faces[t]
     if kind == "absolute":
         return f"turn_direction({target})"
-    delta = (HEADINGS.index(target) - HEADINGS.index(facing)) % 8
-    name = {d % 8: n for n, d in RELATIVE_TURNS.items()}[delta]
-    return f"turn_direction({name})"
+    return f"turn_direction({turn_name(facing, target)})"
 
 
 class FakeModel:

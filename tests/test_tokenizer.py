@@ -47,3 +47,50 @@ def test_pad_batch_and_decode_batch(tok):
     assert tok.decode_batch(ids, mask=torch.tensor([[False, True, True], [True, True, True]])) == ["bc", "x"]
     with pytest.raises(ValueError):
         tok.pad_batch([], side="left")
+
+
+# --------------------------------------------------------------------------- issue 19: D12
+def _char(i):
+    # Independent of the tokenizer: ids 0-2 are special, 3 is "\n", 4.. are chr(32)..chr(126).
+    return "\n" if i == 3 else chr(i - 4 + 32)
+
+
+@pytest.mark.parametrize("bad, shown", [(3.7, "3.7"), ("5", "'5'"), (True, "True"), (5.0, "5.0"), (None, "None")])
+def test_decode_refuses_ids_that_are_not_ints(tok, bad, shown):
+    with pytest.raises(TypeError, match=rf"token id {shown} \(\w+\) at position 2 is not an int"):
+        tok.decode([40, 41, bad, 42])
+
+
+def test_decode_refuses_float_and_bool_tensors(tok):
+    with pytest.raises(TypeError, match=r"token id 37\.0 \(float\) at position 0"):
+        tok.decode(torch.tensor([37.0, 38.0]))
+    with pytest.raises(TypeError, match=r"token id True \(bool\) at position 0"):
+        tok.decode(torch.tensor([True, False]))  # a mask passed where ids belong
+
+
+def test_decode_accepts_every_kind_of_int(tok):
+    import numpy as np
+
+    ids = [37, 70, 3, 98]
+    text = "".join(_char(i) for i in ids)
+    assert text == "Ab\n~"
+    assert tok.decode(ids) == text
+    assert tok.decode(torch.tensor(ids)) == text
+    assert tok.decode(torch.tensor(ids, dtype=torch.int32)) == text
+    assert tok.decode(np.array(ids)) == text
+    assert tok.decode([np.int64(i) for i in ids]) == text
+
+
+def test_decode_batch_refuses_a_mask_of_the_wrong_shape(tok):
+    ids = torch.tensor([[37, 38, 39], [40, 41, 42]])
+    for shape in [(2, 2), (1, 3), (2, 4), (3, 3), (6,)]:
+        with pytest.raises(ValueError, match=rf"mask of shape \({', '.join(map(str, shape))},?\) .* \(2, 3\)"):
+            tok.decode_batch(ids, mask=torch.ones(shape, dtype=torch.bool))
+    # a ragged list batch: the mask must match every row's length
+    with pytest.raises(ValueError, match=r"row 1 has 2 ids but its mask has 3 entries"):
+        tok.decode_batch([[37, 38, 39], [40, 41]], mask=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"2-D"):
+        tok.decode_batch(torch.tensor([37, 38]))
+    # the right shape still keeps exactly the masked positions
+    keep = torch.tensor([[True, False, True], [False, False, True]])
+    assert tok.decode_batch(ids, mask=keep) == [_char(37) + _char(39), _char(42)]

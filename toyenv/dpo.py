@@ -30,6 +30,7 @@ from .reward_model import pairwise_accuracy
 from .tokenizer import Tokenizer
 from .train import adamw, lr_at
 from .utils import eval_mode, progress_bar
+from .validation import check_choice, check_int, check_number, ensure_finite
 
 LOSS_TYPES = ("dpo", "dpo_nll", "rpo", "rebel")
 
@@ -52,19 +53,14 @@ class PreferenceConfig:
     eval_every: int = 25            # monitor_pairs / eval_fn every this many steps (0: only before and after)
 
     def __post_init__(self) -> None:
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"PreferenceConfig.loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        if self.rpo_divergence not in RPO_DIVERGENCES:
-            raise ValueError(f"PreferenceConfig.rpo_divergence must be one of {RPO_DIVERGENCES}, "
-                             f"got {self.rpo_divergence!r}")
-        for name in ("max_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"PreferenceConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("beta", "eta", "learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"PreferenceConfig.{name} must be > 0, got {getattr(self, name)}")
-        if self.alpha < 0 or self.warmup_steps < 0 or self.eval_every < 0:
-            raise ValueError("PreferenceConfig.alpha, warmup_steps and eval_every must be >= 0")
+        check_choice(self, "loss_type", LOSS_TYPES)
+        check_choice(self, "rpo_divergence", RPO_DIVERGENCES)
+        check_int(self, ("max_steps", "batch_size"), minimum=1)
+        check_int(self, ("warmup_steps", "eval_every"), minimum=0)
+        check_int(self, "seed")
+        check_number(self, ("beta", "eta", "learning_rate", "max_grad_norm"), above=0)
+        check_number(self, ("alpha", "weight_decay"), at_least=0)
+        check_number(self, "min_lr_ratio", at_least=0, at_most=1)
 
 
 def _rewards(pairs: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +123,7 @@ def train_preference(
     "chosen_logp", "rejected_logp" (batch means of sequence log-probs), "lr", "grad_norm": per step; "nll" and
     "dpo" parts for "dpo_nll"; "eval": [(step, {monitor(...) on monitor_pairs, **eval_fn(policy)}), ...] before
     training, every `eval_every` steps and after the last; "config"}. The same policy, pairs and seed give the
-    same history. A loss that becomes NaN or inf stops training with FloatingPointError.
+    same history. A loss or gradient norm that becomes NaN or inf stops training with FloatingPointError.
     """
     cfg = config or PreferenceConfig()
     pairs = list(pairs)
@@ -192,13 +188,11 @@ def train_preference(
                             cfg.eta, cfg.rpo_divergence)
         else:  # rebel
             loss = rebel_loss(pol_c, pol_r, rc, rr, reward_c[idx].to(dev), reward_r[idx].to(dev), cfg.eta)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{cfg.loss_type} loss became {loss.item()} at step {step} "
-                                     f"(learning_rate={cfg.learning_rate}); training stopped. Try a smaller "
-                                     "learning_rate or check the data.")
+        ensure_finite(loss, f"{cfg.loss_type} loss", step, cfg.learning_rate)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+        ensure_finite(grad_norm, f"{cfg.loss_type} gradient norm", step, cfg.learning_rate)  # before opt.step
         opt.step()
 
         h = ((pol_c.detach() - rc) - (pol_r.detach() - rr))

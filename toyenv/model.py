@@ -250,6 +250,14 @@ class GPT(nn.Module):
             if not use_cache:  # the slow reference path: re-run the whole prefix for every token
                 n = P + t
                 logits = self.forward(tokens[:, :n], key_ok[:, :n])[:, -1]
+            # A healthy model never produces NaN or infinite logits; diverged weights do. Say so here, rather than
+            # let multinomial fail with "probability tensor contains inf, nan or element < 0" (or argmax pick
+            # garbage in silence). Reading the (B, V) logits costs far less than the forward pass that made them.
+            if not bool(torch.isfinite(logits).all()):
+                raise FloatingPointError(
+                    f"generate: the model's logits are NaN or infinite at new token {t}: its weights have diverged, "
+                    "typically from training with too high a learning rate. There is nothing meaningful to sample."
+                )
             nxt = _sample(logits, temperature, top_k, greedy, generator)
             nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
             tokens[:, P + t] = nxt

@@ -36,6 +36,7 @@ from .model import GPT, GPTConfig
 from .tokenizer import Tokenizer
 from .train import SFTConfig, sft
 from .utils import seed_everything
+from .validation import check_int
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 BASE_PATH = DATA_DIR / "base.pt"
@@ -59,6 +60,14 @@ class PretrainConfig:
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(
         max_steps=1750, batch_size=64, learning_rate=1e-3, warmup_steps=100, min_lr_ratio=1.0, seed=0))
     model: GPTConfig = field(default_factory=GPTConfig)
+
+    def __post_init__(self) -> None:
+        check_int(self, "seed")
+        check_int(self, ("gp_ten", "gp_ranked", "nav_absolute", "nav_relative"), minimum=0)
+        if not isinstance(self.sft, SFTConfig):
+            raise ValueError(f"PretrainConfig.sft must be an SFTConfig, got {self.sft!r}")
+        if not isinstance(self.model, GPTConfig):
+            raise ValueError(f"PretrainConfig.model must be a GPTConfig, got {self.model!r}")
 
 
 def mixture(cfg: PretrainConfig) -> list[tuple[str, str]]:

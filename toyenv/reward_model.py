@@ -38,6 +38,7 @@ from .model import GPT, GPTConfig, _padded_causal_mask
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .train import adamw, lr_at
 from .utils import eval_mode, progress_bar
+from .validation import check_bool, check_int, check_number, ensure_finite
 
 __all__ = [
     "RewardModel", "RewardConfig", "PreferencePair", "encode_preference", "collate", "score_texts",
@@ -261,13 +262,13 @@ class RewardConfig:
     eval_every: int = 0  # held-out accuracy every this many steps (0: only before and after training)
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"RewardConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"RewardConfig.learning_rate must be > 0, got {self.learning_rate}")
-        if self.warmup_steps < 0 or self.eval_every < 0:
-            raise ValueError("RewardConfig.warmup_steps and eval_every must be >= 0")
+        check_int(self, ("max_steps", "batch_size"), minimum=1)
+        check_int(self, ("warmup_steps", "eval_every"), minimum=0)
+        check_int(self, "seed")
+        check_bool(self, "use_margin")
+        check_number(self, ("learning_rate", "max_grad_norm"), above=0)
+        check_number(self, "min_lr_ratio", at_least=0, at_most=1)
+        check_number(self, "weight_decay", at_least=0)
 
 
 def _encode_pairs(pairs: list[PreferencePair], tokenizer: Tokenizer | None, block_size: int):
@@ -317,8 +318,8 @@ def train_reward_model(
     {"step", "loss", "accuracy" (on the batch), "lr", "grad_norm": per step; "eval": [(step,
     {"accuracy", "loss"}), ...] on `eval_pairs`, before training, every `config.eval_every` steps and
     after the last; "config": the RewardConfig as a dict}. Batches are drawn by a generator seeded with
-    `config.seed`, so the same model, data and seed give the same history. A loss that becomes NaN or
-    inf stops training with FloatingPointError.
+    `config.seed`, so the same model, data and seed give the same history. A loss or gradient norm that
+    becomes NaN or inf stops training with FloatingPointError, before the update.
     """
     cfg = config or RewardConfig()
     pairs = _as_pairs(pairs)
@@ -366,14 +367,11 @@ def train_reward_model(
             group["lr"] = lr
         r_c, r_r = _pair_scores(rm, [chosen[i] for i in idx], [rejected[i] for i in idx])
         loss = bradley_terry_loss(r_c, r_r, margins[idx].to(dev) if cfg.use_margin else None)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"reward model loss became {loss.item()} at step {step} (learning_rate={cfg.learning_rate}); "
-                "training stopped. Try a smaller learning_rate or check the data."
-            )
+        ensure_finite(loss, "reward model loss", step, cfg.learning_rate)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.max_grad_norm)
+        ensure_finite(grad_norm, "reward model gradient norm", step, cfg.learning_rate)  # before opt.step
         opt.step()
 
         acc = pairwise_accuracy(r_c.detach(), r_r.detach())
@@ -475,35 +473,35 @@ def save_reward_model(path, rm: RewardModel, **meta) -> "Path":
     import json
     from pathlib import Path
 
+    from .checkpoint import save_blob
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = json.loads(json.dumps(meta))  # fails early on anything that is not JSON-like
     blob = {"format": RM_FORMAT, "config": dataclasses.asdict(rm.config),
             "state_dict": {k: v.detach().cpu().clone() for k, v in rm.state_dict().items()}, "meta": meta}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    save_blob(blob, path)  # through a temporary file, with CRCs
     return path
 
 
 def load_reward_model(path, map_location="cpu") -> tuple[RewardModel, dict]:
-    """`(reward_model, meta)` from a file written by `save_reward_model`; the model is in eval mode."""
+    """`(reward_model, meta)` from a file written by `save_reward_model`; the model is in eval mode.
+
+    Checked as `load_checkpoint` checks a GPT (see toyenv.checkpoint): CRCs, fields, config, and every
+    tensor's shape before the model is built. Anything wrong raises CheckpointError naming the file.
+    """
     from pathlib import Path
 
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, check_weights, read_blob, read_config
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"reward model {path} does not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or not a torch file
-        raise CheckpointError(f"{path} is not a readable reward-model file ({type(e).__name__}: {e})") from None
-    if not isinstance(blob, dict) or blob.get("format") != RM_FORMAT:
-        raise CheckpointError(f"{path} is not a {RM_FORMAT} file")
-    rm = RewardModel(GPTConfig(**blob["config"]))
+    what = "reward model"
+    blob = read_blob(path, RM_FORMAT, ("config", "state_dict", "meta"), "cpu", what)
+    config = read_config(path, blob["config"], what)
+    check_weights(path, blob["state_dict"], config, head="score", what=what)
+    rm = RewardModel(config)  # only now: its size is that of the tensors in the file
     try:
         rm.load_state_dict(blob["state_dict"])
-    except RuntimeError as e:
+    except (RuntimeError, TypeError) as e:  # not expected after check_weights; kept so nothing escapes unnamed
         raise CheckpointError(f"{path}: weights do not fit the stored config ({e})") from None
     return rm.to(map_location).eval(), blob["meta"]

@@ -48,6 +48,7 @@ from .model import GPT, next_token_logprobs
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .train import adamw, collate, completion_loss, encode_pairs
 from .utils import eval_mode, progress_bar
+from .validation import check_bool, check_choice, check_int, check_number, ensure_finite
 
 ALGORITHMS = ("reinforce", "reinforce_baseline", "rloo", "grpo", "ppo")
 KL_PLACES = ("reward", "loss")
@@ -88,28 +89,24 @@ class RLConfig:
     eval_every: int = 0              # call eval_fn every this many steps (0: never)
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"RLConfig.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if self.kl_in not in KL_PLACES:
-            raise ValueError(f"RLConfig.kl_in must be one of {KL_PLACES}, got {self.kl_in!r}")
+        check_choice(self, "algorithm", ALGORITHMS)
+        check_choice(self, "kl_in", KL_PLACES)
         if self.kl_estimator is None:
             self.kl_estimator = "k1" if self.kl_in == "reward" else "k3"
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"RLConfig.kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
-        for name in ("max_steps", "num_prompts", "num_generations", "max_new_tokens", "num_iterations",
-                     "num_minibatches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"RLConfig.{name} must be >= 1, got {getattr(self, name)}")
+        check_choice(self, "kl_estimator", KL_ESTIMATORS)
+        check_int(self, ("max_steps", "num_prompts", "num_generations", "max_new_tokens", "num_iterations",
+                         "num_minibatches", "ptx_batch_size"), minimum=1)
+        check_int(self, ("log_samples", "eval_every"), minimum=0)
+        check_int(self, "seed", minimum=0)  # numpy's default_rng refuses a negative seed
+        check_bool(self, "scale_rewards")
         if self.algorithm in ("rloo", "grpo") and self.num_generations < 2:
-            raise ValueError(f"{self.algorithm} compares completions of the same prompt: num_generations must be >= 2")
+            raise ValueError(f"RLConfig.num_generations must be >= 2 for {self.algorithm}, which compares "
+                             f"completions of the same prompt, got {self.num_generations!r}")
         if self.num_minibatches > self.num_prompts * self.num_generations:
-            raise ValueError("num_minibatches cannot exceed the number of rollouts per step")
-        if self.learning_rate <= 0 or self.temperature <= 0:
-            raise ValueError("RLConfig.learning_rate and temperature must be > 0")
-        if self.beta < 0 or self.epsilon < 0 or self.ptx_coef < 0:
-            raise ValueError("RLConfig.beta, epsilon and ptx_coef must be >= 0")
-        if self.ptx_batch_size < 1:
-            raise ValueError(f"RLConfig.ptx_batch_size must be >= 1, got {self.ptx_batch_size}")
+            raise ValueError(f"RLConfig.num_minibatches must be <= num_prompts * num_generations = "
+                             f"{self.num_prompts * self.num_generations} rollouts per step, got {self.num_minibatches!r}")
+        check_number(self, ("learning_rate", "temperature", "max_grad_norm"), above=0)
+        check_number(self, ("beta", "epsilon", "ptx_coef", "weight_decay"), at_least=0)
 
     @property
     def kl_coef(self) -> float:
@@ -390,7 +387,10 @@ def train(
         t0 = time.perf_counter()
         beta = controller.value
         # 1. rollouts ------------------------------------------------------------------------------------
-        ro = rollout(policy, task, tokenizer, cfg, rng, gen)
+        try:
+            ro = rollout(policy, task, tokenizer, cfg, rng, gen)
+        except FloatingPointError as e:  # generate found non-finite logits: say when, and the likely cause
+            raise FloatingPointError(f"RL rollout at step {step} (learning_rate={cfg.learning_rate}): {e}") from None
         tokens, attn, mask = ro.tokens, ro.attention_mask, ro.mask
         # 2. old and reference log-probs ------------------------------------------------------------------
         # With one minibatch the policy has not moved yet when the update starts, so the update's first forward
@@ -440,12 +440,12 @@ def train(
                     ptx_loss = completion_loss(policy, *ptx_batch())
                     loss = loss + cfg.ptx_coef * ptx_loss
                     ptx_losses.append(ptx_loss.item())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"RL loss became {loss.item()} at step {step} "
-                                             f"(learning_rate={cfg.learning_rate}); training stopped.")
+                ensure_finite(loss, "RL loss", step, cfg.learning_rate)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)))
+                # a finite loss can still have a NaN gradient: stop before it reaches the weights
+                ensure_finite(norms[-1], "RL gradient norm", step, cfg.learning_rate)
                 opt.step()
                 losses.append(loss.item())
                 with torch.no_grad():

@@ -6,6 +6,7 @@ across notebooks. Ids never change: PAD=0, BOS=1, EOS=2, then the characters.
 """
 from __future__ import annotations
 
+import operator
 import string
 from typing import Iterable, Sequence
 
@@ -67,7 +68,18 @@ class Tokenizer:
             ids = ids.tolist()
         out = []
         for pos, i in enumerate(ids):
-            i = int(i)
+            # operator.index accepts ints (Python, numpy, integer tensors) and refuses what int() would coerce:
+            # 3.7 -> 3 or '5' -> 5 would decode to a wrong character in silence. A bool is refused too: a bool
+            # id is almost surely a mask passed where the ids belong.
+            try:
+                if isinstance(i, bool) or (isinstance(i, torch.Tensor) and i.dtype == torch.bool):
+                    raise TypeError
+                i = operator.index(i)
+            except TypeError:
+                raise TypeError(
+                    f"token id {i!r} ({type(i).__name__}) at position {pos} is not an int; token ids are ints "
+                    f"in 0..{self.vocab_size - 1}"
+                ) from None
             if not 0 <= i < self.vocab_size:
                 raise ValueError(f"token id {i} at position {pos} is outside the vocabulary (0..{self.vocab_size - 1})")
             if i == EOS_ID and stop_at_eos:
@@ -81,9 +93,21 @@ class Tokenizer:
 
     def decode_batch(self, batch: torch.Tensor | Sequence[Sequence[int]], mask: torch.Tensor | None = None) -> list[str]:
         """Decode each row; with `mask`, only the positions where it is True (e.g. generated tokens)."""
+        if isinstance(batch, torch.Tensor) and batch.dim() != 2:
+            raise ValueError(f"decode_batch expects a 2-D batch (B, T) of ids, got shape {tuple(batch.shape)}")
         rows = batch.tolist() if isinstance(batch, torch.Tensor) else [list(r) for r in batch]
         if mask is not None:
-            keep = mask.tolist()
+            # zip would silently cut rows or positions that the mask does not cover: refuse any mismatch.
+            if isinstance(mask, torch.Tensor) and (mask.dim() != 2 or (
+                    isinstance(batch, torch.Tensor) and mask.shape != batch.shape)):
+                batch_shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else f"({len(rows)} rows)"
+                raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the batch of shape {batch_shape}")
+            keep = mask.tolist() if isinstance(mask, torch.Tensor) else [list(m) for m in mask]
+            if len(keep) != len(rows):
+                raise ValueError(f"mask has {len(keep)} rows but the batch has {len(rows)}")
+            for b, (r, m) in enumerate(zip(rows, keep)):
+                if len(r) != len(m):
+                    raise ValueError(f"row {b} has {len(r)} ids but its mask has {len(m)} entries")
             rows = [[t for t, k in zip(r, m) if k] for r, m in zip(rows, keep)]
         return [self.decode(r) for r in rows]
 

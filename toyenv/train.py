@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from .model import GPT
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .utils import progress_bar
+from .validation import check_bool, check_int, check_number, ensure_finite
 
 
 @dataclass
@@ -34,13 +35,13 @@ class SFTConfig:
     eval_every: int = 0  # call `eval_fn` every this many steps (0: never)
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SFTConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"SFTConfig.learning_rate must be > 0, got {self.learning_rate}")
-        if self.warmup_steps < 0 or self.eval_every < 0:
-            raise ValueError("SFTConfig.warmup_steps and eval_every must be >= 0")
+        check_int(self, ("max_steps", "batch_size"), minimum=1)
+        check_int(self, ("warmup_steps", "eval_every"), minimum=0)
+        check_int(self, "seed")
+        check_bool(self, "completion_only_loss")
+        check_number(self, ("learning_rate", "max_grad_norm"), above=0)
+        check_number(self, "min_lr_ratio", at_least=0, at_most=1)
+        check_number(self, "weight_decay", at_least=0)
 
 
 def lr_at(step: int, cfg: SFTConfig) -> float:
@@ -116,7 +117,7 @@ def sft(
     and every `config.eval_every` steps (and after the last), with the model in eval mode. `initial_eval`: what
     `eval_fn` returns for the model as passed in, when the caller already has it (a copy of the base model scores
     what the base model scored); it becomes the step-0 entry and saves one evaluation.
-    A loss that becomes NaN or inf stops training with FloatingPointError.
+    A loss or gradient norm that becomes NaN or inf stops training with FloatingPointError, before the update.
     """
     cfg = config or SFTConfig()
     if len(data) == 0:
@@ -156,14 +157,11 @@ def sft(
         for group in opt.param_groups:
             group["lr"] = lr
         loss = completion_loss(model, tokens, loss_mask)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"SFT loss became {loss.item()} at step {step} (learning_rate={cfg.learning_rate}); "
-                "training stopped. Try a smaller learning_rate or check the data."
-            )
+        ensure_finite(loss, "SFT loss", step, cfg.learning_rate)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        ensure_finite(grad_norm, "SFT gradient norm", step, cfg.learning_rate)  # before the NaN reaches the weights
         opt.step()
 
         history["step"].append(step)

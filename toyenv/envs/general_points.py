@@ -112,8 +112,16 @@ def _check_rule(face_card_rule: str) -> str:
 
 def _check_target(target: int) -> int:
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
-        raise TypeError(f"target must be an int, got {type(target).__name__}")
+        raise TypeError(f"target must be an int, got {target!r} ({type(target).__name__})")
     return int(target)
+
+
+def _check_num_cards(num_cards: Any, owner: str = "num_cards") -> int:
+    # `3.0 in (2, 3, 4)` is True, so check the type too: a float count fails later with a cryptic error.
+    if isinstance(num_cards, bool) or not isinstance(num_cards, (int, np.integer)) or \
+            num_cards not in SUPPORTED_NUM_CARDS:
+        raise ValueError(f"{owner} must be an integer, one of {SUPPORTED_NUM_CARDS}, got {num_cards!r}")
+    return int(num_cards)
 
 
 def _normalize_card(card: Any) -> str:
@@ -309,8 +317,7 @@ def deal(rng: np.random.Generator | int | None = None, face_card_rule: str = "te
     """
     _check_rule(face_card_rule)
     target = _check_target(target)
-    if num_cards not in SUPPORTED_NUM_CARDS:
-        raise ValueError(f"num_cards must be one of {SUPPORTED_NUM_CARDS}, got {num_cards!r}")
+    _check_num_cards(num_cards)
     gen = _as_rng(rng)
     for _ in range(max_tries):
         idx = gen.choice(52, size=num_cards, replace=False)
@@ -672,6 +679,9 @@ class GeneralPointsEnv(gym.Env):
     ``reset()`` deals a solvable hand and returns its prompt; ``step(answer)``
     verifies the answer string, returns the reward from REWARD_TABLE and ends
     the episode (terminated=True). info carries the cards and the verdict.
+    An answer longer than ``max_answer_chars`` (the action space's length) is
+    refused unread: "illegal", reward -3. Further steps before the next
+    ``reset()`` pay 0 and say "episode is over; call reset()".
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
@@ -681,11 +691,14 @@ class GeneralPointsEnv(gym.Env):
         super().__init__()
         self.face_card_rule = _check_rule(face_card_rule)
         self.target = _check_target(target)
-        if num_cards not in SUPPORTED_NUM_CARDS:
-            raise ValueError(f"num_cards must be one of {SUPPORTED_NUM_CARDS}, got {num_cards!r}")
+        self.num_cards = _check_num_cards(num_cards, "GeneralPointsEnv.num_cards")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
-        self.num_cards = num_cards
+        # verify() refuses anything over MAX_ANSWER_LENGTH, so a larger limit could never be honoured.
+        if isinstance(max_answer_chars, bool) or not isinstance(max_answer_chars, (int, np.integer)) or \
+                not 1 <= max_answer_chars <= MAX_ANSWER_LENGTH:
+            raise ValueError(f"GeneralPointsEnv.max_answer_chars must be an integer in 1..{MAX_ANSWER_LENGTH}, "
+                             f"got {max_answer_chars!r}")
         self.max_answer_chars = int(max_answer_chars)
         self.render_mode = render_mode
         longest_prompt = len(make_prompt(["10"] * num_cards, face_card_rule, self.target))
@@ -696,6 +709,7 @@ class GeneralPointsEnv(gym.Env):
         self.prompt: str | None = None
         self.last_answer: str | None = None
         self.last_verdict: Verdict | None = None
+        self._done = False
 
     def _info(self) -> dict:
         return {"cards": list(self.cards), "values": list(self.values),
@@ -707,12 +721,28 @@ class GeneralPointsEnv(gym.Env):
         self.values = hand_values(self.cards, self.face_card_rule)
         self.prompt = make_prompt(self.cards, self.face_card_rule, self.target)
         self.last_answer, self.last_verdict = None, None
+        self._done = False
         return self.prompt, self._info()
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         if self.cards is None:
             raise RuntimeError("call reset() before step()")
-        verdict = verify(self.cards, action, self.face_card_rule, self.target)
+        if self._done:
+            # Gymnasium: after terminated=True the caller must reset(); further steps are undefined. Like its
+            # reference environments (CartPole) and NavigationEnv we pay 0 and repeat terminated=True instead of
+            # raising, so a loop that overruns the one-step episode earns nothing (it used to re-score the
+            # answer and collect +5 on every call).
+            info = self._info() | {"verdict": None, "correct": False, "reason": "episode is over; call reset()",
+                                   "kind": None}
+            return self.prompt, 0.0, True, False, info
+        if isinstance(action, str) and len(action) > self.max_answer_chars:
+            # Outside the action space (Text(max_length=max_answer_chars)): refused unread, like verify()'s
+            # own MAX_ANSWER_LENGTH. RL rewards go through verify()/rollout_rewards, which this does not touch.
+            verdict = Verdict(False, REWARD_ILLEGAL, f"illegal: answer is {len(action)} characters long "
+                                                     f"(limit max_answer_chars={self.max_answer_chars})", None)
+        else:
+            verdict = verify(self.cards, action, self.face_card_rule, self.target)
+        self._done = True
         self.last_answer, self.last_verdict = action, verdict
         info = self._info() | {"verdict": verdict, "correct": verdict.correct, "reason": verdict.reason,
                                "kind": verdict.kind}

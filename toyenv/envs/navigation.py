@@ -63,7 +63,9 @@ space, e.g. ``turn_direction(north)`` in relative mode) counts as wrong and its
 ``info["reason"]`` says why.  The episode terminates on the first wrong action (route
 failed; the state is left as it was) or on a correct ``stop()`` (route completed,
 ``info["success"] = True``); so the agent only ever walks the oracle path.  It is
-truncated after ``max_steps`` steps.  Oracle routes take at most 13 steps.
+truncated after ``max_steps`` steps.  Oracle routes take at most 13 steps.  Once a step
+has returned ``terminated`` or ``truncated``, further steps pay 0, repeat those flags and
+say "episode is over; call reset()" in ``info["reason"]``.
 
 Metrics (:func:`evaluate`)
 --------------------------
@@ -281,8 +283,45 @@ def _oracle_trajectory(route: Route, kind: str) -> tuple[list[_State], str]:
 
 # --------------------------------------------------------------------------- parsing
 
-_ACTION_RE = re.compile(r"(forward|stop)\(\s*\)|turn_direction\(\s*([a-z]+(?:\s+[a-z]+)*)\s*\)")
+# Whitespace is ASCII space, tab, CR and newline only, the same set as GeneralPoints' verifier: Python's
+# `\s` and str.strip() would also accept Unicode spaces such as U+00A0, which the grammar does not allow.
+# The course tokenizer emits only newline and printable ASCII, where both definitions agree, so no model
+# completion is judged differently.
+_WHITESPACE = " \t\r\n"
+_ACTION_RE = re.compile(
+    r"(forward|stop)\([ \t\r]*\)|turn_direction\([ \t\r]*([a-z]+(?:[ \t\r]+[a-z]+)*)[ \t\r]*\)"
+)
 _MAX_ACTION_LINE = 80
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """`value` as an int in lo..hi; otherwise a ValueError naming NavigationEnv.`name`, the value and the range.
+
+    Floats are refused rather than truncated (grid_size=3.9 must not quietly become 3)."""
+    allowed = f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+    if not _is_int(value) or value < lo or (hi is not None and value > hi):
+        raise ValueError(f"NavigationEnv.{name} must be {allowed}, got {value!r}")
+    return int(value)
+
+
+def _check_num_segments(num_segments: Any) -> tuple[int, int]:
+    """An int n (meaning (n, n)) or a (lo, hi) pair with 1 <= lo <= hi <= _MAX_SEGMENTS."""
+    pair = (num_segments, num_segments) if _is_int(num_segments) else num_segments
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(_is_int(v) for v in pair)
+        or not 1 <= pair[0] <= pair[1] <= _MAX_SEGMENTS
+    ):
+        raise ValueError(
+            f"NavigationEnv.num_segments must be an integer in 1..{_MAX_SEGMENTS} or a (lo, hi) pair of integers with "
+            f"1 <= lo <= hi <= {_MAX_SEGMENTS}, got {num_segments!r}"
+        )
+    return int(pair[0]), int(pair[1])
 
 
 def _check_kind(action_space_kind: Any) -> str:
@@ -304,15 +343,20 @@ def parse_action(text: Any, action_space_kind: str = "absolute") -> tuple[str | 
     ``(None, reason)`` when the answer is malformed.  Only the first non-empty line counts;
     surrounding whitespace and letter case are ignored.  Never raises on the answer (any
     type, any length); raises ValueError only for an unknown ``action_space_kind``.
+    Whitespace means ASCII space, tab, CR and newline (as in GeneralPoints' verifier); any other
+    character outside printable ASCII, e.g. a no-break space, makes the answer malformed.
     """
     kind = _check_kind(action_space_kind)
     if not isinstance(text, str):
         return None, f"malformed action: expected a string, got {type(text).__name__}"
-    line = text[:10_000].strip().split("\n", 1)[0].strip()
+    line = text[:10_000].strip(_WHITESPACE).split("\n", 1)[0].strip(_WHITESPACE)
     if not line:
         return None, "malformed action: empty answer"
     if len(line) > _MAX_ACTION_LINE:
         return None, f"malformed action: answer too long ({len(line)} characters): {_clip(line)}"
+    for pos, ch in enumerate(line):
+        if not (" " <= ch <= "~" or ch in _WHITESPACE):
+            return None, f"malformed action: unexpected character {ascii(ch)} at position {pos} of {_clip(line)}"
     m = _ACTION_RE.fullmatch(line.lower())
     if m is None:
         return None, f"malformed action: expected forward(), stop() or turn_direction(<direction>), got {_clip(line)}"
@@ -365,18 +409,9 @@ class NavigationEnv(gym.Env):
     ) -> None:
         super().__init__()
         self.action_space_kind = _check_kind(action_space_kind)
-        if isinstance(num_segments, (int, np.integer)):
-            num_segments = (int(num_segments), int(num_segments))
-        lo, hi = (int(v) for v in num_segments)
-        if not 1 <= lo <= hi <= _MAX_SEGMENTS:
-            raise ValueError(f"num_segments must lie in 1..{_MAX_SEGMENTS} (lo <= hi), got {num_segments!r}")
-        if not 3 <= int(grid_size) <= 20:
-            raise ValueError(f"grid_size must be in 3..20, got {grid_size!r}")
-        if int(max_steps) < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps!r}")
-        self.grid_size = int(grid_size)
-        self.num_segments = (lo, hi)
-        self.max_steps = int(max_steps)
+        self.grid_size = _check_int("grid_size", grid_size, 3, 20)
+        self.num_segments = _check_num_segments(num_segments)
+        self.max_steps = _check_int("max_steps", max_steps, 1)
         self.observation_space = spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=1, charset=CHARACTERS)
         self.action_space = spaces.Text(max_length=MAX_ACTION_CHARS, min_length=0, charset=CHARACTERS)
         self.route: Route | None = None
@@ -384,7 +419,8 @@ class NavigationEnv(gym.Env):
         self._final_prompt = ""
         self._t = 0
         self._steps = 0
-        self._done = False
+        self._done = False  # terminated: a wrong action or the final stop()
+        self._over: tuple[bool, bool] | None = None  # (terminated, truncated) of the step that ended the episode
         self._obs = ""
 
     # the oracle action for the current state (None once the episode is over)
@@ -412,16 +448,21 @@ class NavigationEnv(gym.Env):
         self._t = 0
         self._steps = 0
         self._done = False
+        self._over = None
         self._obs = self._states[0].prompt
         return self._obs, self._info()
 
     def step(self, action: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self.route is None:
             raise RuntimeError("call reset() before step()")
-        if self._done:
+        if self._over is not None:
+            # Gymnasium: once a step returns terminated or truncated, the caller must reset(); further steps are
+            # undefined. We follow its reference environments (CartPole): no error, reward 0 and the same
+            # terminated/truncated flags again, so a loop that overruns the episode earns nothing extra
+            # (it used to keep earning +1 after truncation) and an old loop that only checks one flag still stops.
             info = self._info()
             info.update(correct=False, reason="episode is over; call reset()", expected_action=None, success=False)
-            return self._obs, 0.0, True, False, info
+            return self._obs, 0.0, *self._over, info
         expected = self._states[self._t].action
         parsed, why = parse_action(action, self.action_space_kind)
         self._steps += 1
@@ -444,6 +485,8 @@ class NavigationEnv(gym.Env):
             self._t += 1
             self._obs = self._states[self._t].prompt
         truncated = (not terminated) and self._steps >= self.max_steps
+        if terminated or truncated:
+            self._over = (terminated, truncated)
         info = self._info()
         info.update(correct=correct, reason=reason, expected_action=expected, success=success)
         return self._obs, (1.0 if correct else -1.0), terminated, truncated, info
