@@ -50,43 +50,45 @@ def test_learned_is_five_points_above_the_base():
 
 
 def test_predictors_and_headline_against_the_shipped_study_read_by_hand():
-    """Ranks read by hand from razor.json, runs in RUNS order. KL: 0.836 2.786 1.504 0.904 1.094 0.613 1.558 2.455
-    2.984 3.227 8.524 17.056 2.353 2.927; weight change: 0.719 1.827 1.071 0.696 0.765 0.394 1.442 2.957 6.546 4.540
-    2.648 6.554 2.938 2.977; forgetting of the ranked rule: -.007 .084 -.038 -.008 -.024 -.045 -.081 .027 .219 .107
-    .215 .234 .040 .072 (no ties in any of the three)."""
+    """Ranks read by hand from razor.json, runs in RUNS order. KL: 0.836 2.742 1.672 0.904 1.094 0.613 1.558 2.455
+    2.985 3.227 8.524 17.056 2.353 2.927; weight change: 0.719 1.844 1.076 0.696 0.765 0.394 1.442 2.957 6.546 4.540
+    2.648 6.554 2.938 2.977; forgetting of the ranked rule: -.007 .102 -.029 -.007 -.024 -.045 -.081 .027 .219 .107
+    .215 .234 .040 .072. Runs 1 and 4 tie exactly on forgetting (both 0.246 on the ranked rule), so they share rank
+    5.5 and ρ is Pearson's r of the ranks: Σ(x − 7.5)² = 14·195/12 = 227.5 for KL and weight change, 227.5 − (2³ − 2)/12
+    = 227 for forgetting, and Σxy − n·7.5² = (227.5 + 227 − Σd²) / 2."""
     study = json.loads(R.RESULTS_PATH.read_text())
-    kl_rank = np.array([2, 9, 5, 3, 4, 1, 6, 8, 11, 12, 13, 14, 7, 10])
+    kl_rank = np.array([2, 9, 6, 3, 4, 1, 5, 8, 11, 12, 13, 14, 7, 10])
     w_rank = np.array([3, 7, 5, 2, 4, 1, 6, 10, 13, 12, 8, 14, 9, 11])
-    f_rank = np.array([6, 10, 3, 5, 4, 2, 1, 7, 13, 11, 12, 14, 8, 9])
-    assert ((kl_rank - f_rank) ** 2).sum() == 60 and ((w_rank - f_rank) ** 2).sum() == 88
+    f_rank = np.array([5.5, 10, 3, 5.5, 4, 2, 1, 7, 13, 11, 12, 14, 8, 9])
+    assert ((kl_rank - f_rank) ** 2).sum() == 54.5 and ((w_rank - f_rank) ** 2).sum() == 88.5
     table = {(t["skill"], t["subset"]): t for t in R.predictor_table(study)}
     allr = table["ranked rule", "all"]
     assert allr["n"] == 14 and table["ranked rule", "learned"]["n"] == 11
-    assert allr["spearman_kl"] == pytest.approx(1 - 6 * 60 / (14 * 195))  # 0.868
-    assert allr["spearman_weight_change"] == pytest.approx(1 - 6 * 88 / (14 * 195))  # 0.807
-    # the straight-line and log fits, as measured by an independent session (issue 18): 0.56 / 0.70, log KL 0.73 / 0.80
-    assert allr["r2_kl"] == pytest.approx(0.556, abs=0.001) and allr["r2_weight_change"] == pytest.approx(0.705, abs=0.001)
-    assert allr["r2_log_kl"] == pytest.approx(0.733, abs=0.001)
-    assert table["ranked rule", "learned"]["r2_log_kl"] == pytest.approx(0.804, abs=0.001)
+    assert allr["spearman_kl"] == pytest.approx((227.5 + 227 - 54.5) / 2 / (227.5 * 227) ** 0.5)  # 0.880
+    assert allr["spearman_weight_change"] == pytest.approx((227.5 + 227 - 88.5) / 2 / (227.5 * 227) ** 0.5)  # 0.805
+    # the straight-line and log fits, as the rebuilt study printed them (r_squared itself is checked by hand above)
+    assert allr["r2_kl"] == pytest.approx(0.547, abs=0.001) and allr["r2_weight_change"] == pytest.approx(0.691, abs=0.001)
+    assert allr["r2_log_kl"] == pytest.approx(0.727, abs=0.001)
+    assert table["ranked rule", "learned"]["r2_log_kl"] == pytest.approx(0.800, abs=0.001)
     assert allr["r2_kl"] == pytest.approx(R.r_squared([r["kl"] for r in study["runs"]],
                                                       [r["forgetting"] for r in study["runs"]]))
-    # mean forgetting by method, from the values above: RL (-.007 + .084 - .038 - .008 - .024) / 5 = .0014;
+    # mean forgetting by method, from the values above: RL (-.007 + .102 - .029 - .007 - .024) / 5 = .007;
     # SFT (-.045 - .081 + .027 + .219 + .107 + .215 + .234 + .040 + .072) / 9 = .788 / 9; those that learned
-    # (new task >= 0.513 + 0.05) leave out RL lr 3e-4 (0.343), SFT lr 1e-3 (0.513) and SFT other annotator lr 1e-4
-    # (0.270): RL -.077 / 4, SFT .354 / 7. Navigation, in 1/560ths: RL (-13 - 26 - 5 - 20 + 4) / 5 = -12
+    # (new task >= 0.513 + 0.05) leave out RL lr 3e-4 (0.360), SFT lr 1e-3 (0.513) and SFT other annotator lr 1e-4
+    # (0.270): RL -.067 / 4, SFT .354 / 7. Navigation, in 1/560ths: RL (-13 - 19 + 1 - 20 + 4) / 5 = -47 / 5
     by = R.forgetting_by_method(study)
     assert by["rl"]["all"]["n"] == 5 and by["sft"]["all"]["n"] == 9
     assert by["rl"]["learned"]["n"] == 4 and by["sft"]["learned"]["n"] == 7
-    assert by["rl"]["all"]["forgetting"]["mean"] == pytest.approx(0.0014, abs=1e-9)
+    assert by["rl"]["all"]["forgetting"]["mean"] == pytest.approx(0.007, abs=1e-9)
     assert by["sft"]["all"]["forgetting"]["mean"] == pytest.approx(0.788 / 9, abs=1e-9)
-    assert by["rl"]["learned"]["forgetting"]["mean"] == pytest.approx(-0.077 / 4, abs=1e-9)
+    assert by["rl"]["learned"]["forgetting"]["mean"] == pytest.approx(-0.067 / 4, abs=1e-9)
     assert by["sft"]["learned"]["forgetting"]["mean"] == pytest.approx(0.354 / 7, abs=1e-9)
-    assert by["rl"]["all"]["forgetting"]["max"] == pytest.approx(0.084, abs=1e-9)
-    assert by["rl"]["all"]["forgetting_navigation"]["mean"] == pytest.approx(-12 / 560, abs=1e-9)
+    assert by["rl"]["all"]["forgetting"]["max"] == pytest.approx(0.102, abs=1e-9)
+    assert by["rl"]["all"]["forgetting_navigation"]["mean"] == pytest.approx(-47 / 5 / 560, abs=1e-9)
     lines = R.headline(study)
     assert len(lines) == 6 and all(line.endswith(": yes") for line in lines), lines
-    assert "Spearman ρ on KL 0.87, on weight change 0.81" in lines[1]
-    assert "mean forgetting +0.001 vs +0.088" in lines[2]
+    assert "Spearman ρ on KL 0.88, on weight change 0.81" in lines[1]
+    assert "mean forgetting +0.007 vs +0.088" in lines[2]
     # the verdicts flip when the data do: RL made to forget more than SFT gives NO
     worse = copy.deepcopy(study)
     for r in worse["runs"]:
@@ -178,19 +180,19 @@ def test_the_shipped_study_backs_the_notebook():
         for key in ("kl", "weight_change"):
             assert (R.r_squared([r[key] for r in learned], [r[forgot] for r in learned])
                     > R.r_squared([r[key] for r in rows.values()], [r[forgot] for r in rows.values()]))
-    # the ranked rule: every run under 1.6 nats kept it, every run over 2.3 nats lost some
-    assert all(r["forgetting"] <= 0 for r in rows.values() if r["kl"] < 1.6)
+    # the ranked rule: every run under 1.7 nats kept it, every run over 2.3 nats lost some
+    assert all(r["forgetting"] <= 0 for r in rows.values() if r["kl"] < 1.7)
     assert all(r["forgetting"] > 0 for r in rows.values() if r["kl"] > 2.3)
     # section 2's pair: comparable new-task scores, an order of magnitude apart in KL
     rl, sft = rows["RL lr 1e-4, KL beta 0.1"], rows["SFT other annotator lr 3e-4, 2x"]
     assert abs(rl["new_task"] - sft["new_task"]) <= 0.05 and sft["kl"] > 10 * rl["kl"]
     # section 3: every RL run that learned the new task lost under a point of either old skill (several gained:
-    # up to 3.8 points), while 5 of the 7 SFT runs that learned lost more of the ranked rule than any of them
+    # up to 3.6 points), while 5 of the 7 SFT runs that learned lost more of the ranked rule than any of them
     learned_rl = [r for r in learned if r["method"] == "rl"]
     learned_sft = [r for r in learned if r["method"] == "sft"]
     assert len(learned_rl) == 4 and len(learned_sft) == 7
     assert all(r["forgetting"] < 0.01 and r["forgetting_navigation"] < 0.01 for r in learned_rl)
-    assert min(min(r["forgetting"], r["forgetting_navigation"]) for r in learned_rl) == pytest.approx(-0.038)
+    assert min(min(r["forgetting"], r["forgetting_navigation"]) for r in learned_rl) == pytest.approx(-0.036, abs=0.0005)
     worst_rl = max(r["forgetting"] for r in learned_rl)
     assert sum(r["forgetting"] > worst_rl for r in learned_sft) == 5
     # section 4: the expert the base model was pretrained on is cheaper in KL than RL at a comparable score
