@@ -97,14 +97,6 @@ def test_predictors_and_headline_against_the_shipped_study_read_by_hand():
     assert R.headline(worse)[2].endswith(": NO")
 
 
-def test_label_offsets_move_close_points_apart():
-    # points 0 and 1 nearly coincide, 2 is far: 1 gets the second spot, 0 and 2 the first
-    assert R.label_offsets([1.0, 1.01, 9.0], [0.0, 0.001, 1.0]) == [(4, 3), (4, -10), (4, 3)]
-    # on a log axis 1 and 1.2 are far apart (log 1.2 = 0.18 of log 100 = 4.6 is 4%: just outside 0.035)
-    assert R.label_offsets([1.0, 1.2, 100.0], [0.0, 0.0, 1.0], log_x=True, near=0.035) == [(4, 3)] * 3
-    assert R.label_offsets([1.0, 1.2, 100.0], [0.0, 0.0, 1.0], log_x=False) == [(4, 3), (4, -10), (4, 3)]
-
-
 def test_weight_change_is_zero_for_a_copy_and_the_norm_of_a_shift(base):
     model, _ = base
     other = copy.deepcopy(model)

@@ -76,3 +76,13 @@ def test_eval_mode_restores_each_models_own_mode_even_after_an_error():
     with eval_mode(stub):
         pass
     assert not hasattr(stub, "training")
+
+
+def test_label_offsets_move_close_points_apart():
+    from toyenv.plotting import label_offsets
+
+    # points 0 and 1 nearly coincide, 2 is far: 1 gets the second spot, 0 and 2 the first
+    assert label_offsets([1.0, 1.01, 9.0], [0.0, 0.001, 1.0]) == [(4, 3), (4, -10), (4, 3)]
+    # on a log axis 1 and 1.2 are far apart (log 1.2 = 0.18 of log 100 = 4.6 is 4%: just outside 0.035)
+    assert label_offsets([1.0, 1.2, 100.0], [0.0, 0.0, 1.0], log_x=True, near=0.035) == [(4, 3)] * 3
+    assert label_offsets([1.0, 1.2, 100.0], [0.0, 0.0, 1.0], log_x=False) == [(4, 3), (4, -10), (4, 3)]

@@ -24,6 +24,9 @@ import torch
 from .model import GPT, GPTConfig
 from .tokenizer import Tokenizer
 
+# The one folder the course ships its checkpoints and studies in (every study module and the base model write here).
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
 FORMAT = "toyenv-checkpoint-v1"
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -264,36 +263,6 @@ def _batched_gaussian_kl(target: Mixture, mu: torch.Tensor, sigma: torch.Tensor,
     return exact_categorical(log_q, log_t.expand_as(log_q))
 
 
-def plot_gaussian_fit(separation: float = 8.0, weight: float = 0.5, direction: str = "both", ax=None,
-                      steps: int = 300):
-    """Fit one Gaussian to `bimodal(separation, weight)` and draw the target with every optimum found.
-
-    `direction` is "forward", "reverse" or "both". This is what notebook 07's widget redraws.
-    """
-    target = bimodal(separation, weight)
-    ax = ax or plt.subplots(figsize=(7, 3.6))[1]
-    half = 3.5 * target.std() + 1.0  # the moment-matching fit's tails fit in, and the modes are not squeezed
-    x = torch.linspace(target.mean() - half, target.mean() + half, 800, dtype=DTYPE)
-    ax.fill_between(x, target.prob(x), color="gray", alpha=0.3, label=f"target: {target.describe()}")
-    dirs = DIRECTIONS if direction == "both" else (direction,)
-    styles = {"forward": ("C0", "-"), "reverse": ("C3", "--")}
-    top = float(target.prob(x).max())
-    for d in dirs:
-        for i, o in enumerate(fit_gaussian(target, d, steps=steps)):
-            color, ls = styles[d]
-            y = o.mixture().prob(x).detach()
-            top = max(top, float(y.max()))
-            ax.plot(x, y, color=color, ls=ls, lw=2, alpha=1.0 if i == 0 else 0.5,
-                    label=f"{d}{' (best)' if i == 0 else ''}: μ={round(o.mu, 2) + 0.0:+.2f}, σ={o.sigma:.2f}, KL={o.kl:.3f}")
-    ax.set_ylim(0, 1.45 * top)  # room for the legend above the curves
-    ax.set_xlabel("x")
-    ax.set_ylabel("density")
-    ax.set_title(f"One Gaussian fitted to two modes {separation:g} apart")
-    ax.legend(fontsize=7, loc="upper right")
-    ax.grid(alpha=0.3)
-    return ax
-
-
 # ------------------------------------------------------------------------------- the retaining experiment
 @dataclass
 class RetainConfig:
@@ -481,55 +450,3 @@ def at_gain(history: dict, level: float = 0.9) -> dict | None:
             return {"step": steps[i - 1] + f * (steps[i] - steps[i - 1]),
                     "retained": ret[i - 1] + f * (ret[i] - ret[i - 1]), "gained": level}
     return None
-
-
-def plot_snapshots(history: dict, n: int = 6, ax=None, title: str | None = None):
-    """The target (gray) and the policy at `n` evaluations spread over a `train_retaining` run (light to dark)."""
-    cfg = RetainConfig(**history["config"])
-    target = cfg.target()
-    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-    lo, hi = min(cfg.old_mean, cfg.new_init) - 4 * cfg.sigma, max(cfg.new_mean, cfg.new_init) + 4 * cfg.sigma
-    x = torch.linspace(lo, hi, 600, dtype=DTYPE)
-    ax.fill_between(x, target.prob(x), color="gray", alpha=0.3, label="target π*")
-    idx = np.unique(np.linspace(0, len(history["step"]) - 1, n).round().astype(int))
-    colors = plt.cm.viridis(np.linspace(0.9, 0.0, len(idx)))
-    for c, i in zip(colors, idx):
-        ax.plot(x, policy_at(history, int(i)).prob(x), color=c, lw=1.6, label=f"step {history['step'][i]}")
-    ax.set_xlabel("x")
-    ax.set_ylabel("density")
-    ax.set_title(title or history["method"])
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return ax
-
-
-def plot_retaining(histories: dict, level: float = 0.9, axes=None):
-    """Two panels for runs {label: history}: retained and gained per step; retained against gained (equal gain)."""
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(12, 4))
-    ax1, ax2 = axes
-    for i, (label, h) in enumerate(histories.items()):
-        c = f"C{i}"
-        ax1.plot(h["step"], h["retained"], color=c, lw=2, label=f"{label}: retained (old mode)")
-        ax1.plot(h["step"], h["gained"], color=c, lw=1.5, ls=":", label=f"{label}: gained (new mode)")
-        ax2.plot(h["gained"], h["retained"], color=c, lw=2, label=label)
-        hit = at_gain(h, level)
-        if hit:
-            ax2.plot([hit["gained"]], [hit["retained"]], "o", color=c, ms=7)
-            ax2.annotate(f"{hit['retained']:.2f}", (hit["gained"], hit["retained"]), textcoords="offset points",
-                         xytext=(-30, -14), color=c)
-    ax1.set_xlabel("training step")
-    ax1.set_ylabel("coverage of the target's mode")
-    ax1.set_title("Retained (solid) and gained (dotted) per step")
-    ax1.set_ylim(-0.03, 1.03)
-    ax1.legend(fontsize=7)
-    ax1.grid(alpha=0.3)
-    ax2.axvline(level, color="gray", lw=1, ls="--")
-    ax2.set_xlabel("gained: coverage of the new mode")
-    ax2.set_ylabel("retained: coverage of the old mode")
-    ax2.set_title(f"Old mode kept vs new mode learned (dots: gain = {level})")
-    ax2.set_xlim(0, 1.02)
-    ax2.set_ylim(-0.03, 1.03)
-    ax2.legend(fontsize=8, loc="lower left")
-    ax2.grid(alpha=0.3)
-    return axes

@@ -163,7 +163,7 @@ class GPT(nn.Module):
         if attention_mask.shape != idx.shape:
             raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != idx shape {tuple(idx.shape)}")
         pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        return self._forward(idx, pos, _padded_causal_mask(attention_mask))
+        return self._forward(idx, pos, padded_causal_mask(attention_mask))
 
     def _forward(self, idx, pos, attn_mask=None, caches=None, cache_pos=0):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
@@ -227,7 +227,7 @@ class GPT(nn.Module):
             caches = [(torch.empty(shape, dtype=dtype, device=dev), torch.empty(shape, dtype=dtype, device=dev))
                       for _ in range(cfg.n_layer)]
             pos = (real.long().cumsum(-1) - 1).clamp(min=0)
-            logits = self._forward(idx, pos, _padded_causal_mask(real) if padded else None, caches, 0)[:, -1]
+            logits = self._forward(idx, pos, padded_causal_mask(real) if padded else None, caches, 0)[:, -1]
             if k > 1:
                 caches = [(kc.repeat_interleave(k, 0), vc.repeat_interleave(k, 0)) for kc, vc in caches]
                 logits = logits.repeat_interleave(k, 0)
@@ -274,7 +274,7 @@ class GPT(nn.Module):
 
 
 # ---------------------------------------------------------------------- helpers
-def _padded_causal_mask(real: torch.Tensor) -> torch.Tensor:
+def padded_causal_mask(real: torch.Tensor) -> torch.Tensor:
     """(B, 1, T, T) boolean mask: causal, keys must be real tokens.
 
     The diagonal is always allowed so that a pad query never sees an all-masked row (which would turn

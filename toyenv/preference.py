@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .envs import general_points as gp
-from .envs._sampling import sampling_generator
+from .envs.sampling import sampling_generator
 from .model import GPT, token_logprobs
 from .reward_model import PreferencePair, bradley_terry_loss
 from .rl import Task, general_points_task

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import DATA_DIR, load_checkpoint, save_checkpoint
 from .envs import general_points as gp
 from .envs import navigation as nav
 from .model import GPT, GPTConfig
@@ -38,7 +38,6 @@ from .train import SFTConfig, sft
 from .utils import seed_everything
 from .validation import check_int
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
 BASE_PATH = DATA_DIR / "base.pt"
 METRICS_PATH = DATA_DIR / "base_metrics.json"
 EVAL_SEED = 0  # evaluation deals/routes; training data uses seeds >= 100 (disjoint streams)

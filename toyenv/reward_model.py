@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .model import GPT, GPTConfig, _padded_causal_mask
+from .model import GPT, GPTConfig, padded_causal_mask
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .train import adamw, lr_at
 from .utils import eval_mode, progress_bar
@@ -116,7 +116,7 @@ class RewardModel(nn.Module):
             pos, attn_mask, last = ar.unsqueeze(0), None, n_real - 1
         else:
             pos = (real.long().cumsum(-1) - 1).clamp(min=0)
-            attn_mask = _padded_causal_mask(real)
+            attn_mask = padded_causal_mask(real)
             last = T - 1 - real.flip(-1).long().argmax(-1)  # index of the last True in each row
         t = self.transformer
         x = t.drop(t.wte(tokens) + t.wpe(pos))

@@ -202,10 +202,10 @@ def navigation_task(action_space_kind: str = "absolute", routes_per_call: int = 
     so RL here is on single steps with the oracle's history, the setting `navigation.evaluate` scores per step."""
     from .envs import navigation as nav
 
-    kind = nav._check_kind(action_space_kind)
+    kind = nav.check_kind(action_space_kind)
 
     def sample_prompts(rng: np.random.Generator, n: int) -> tuple[list[str], list[dict]]:
-        states = [s for ep in nav._oracle_episodes(routes_per_call, kind, int(rng.integers(2**31)), None) for s in ep]
+        states = [s for ep in nav.oracle_episodes(routes_per_call, kind, int(rng.integers(2**31)), None) for s in ep]
         picks = rng.integers(len(states), size=n)
         return [states[i].prompt for i in picks], [{"expected": states[i].action, "kind": kind} for i in picks]
 

@@ -17,8 +17,6 @@ from typing import Callable
 
 import torch
 
-STATUSES = ("PASS", "FAIL", "TODO")
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -61,26 +59,26 @@ def check(name: str, fn: Callable) -> None:
     print(run_check(name, fn).line(name))
 
 
-def _fail(msg: str) -> Verdict:
+def fail(msg: str) -> Verdict:
     return Verdict("FAIL", msg)
 
 
-def _answer_dict(answers, required, example: str, noun: str = ""):
+def answer_dict(answers, required, example: str, noun: str = ""):
     """For multiple-choice checkers: `(answers as a dict, None)`, or `(None, a FAIL verdict)` when the learner's
     answer (a dict, or a function returning one) is not a dict or lacks some of the `required` keys."""
     if callable(answers):
         answers = answers()
     if not isinstance(answers, dict):
-        return None, _fail(f"expected a dict like {example}, got {type(answers).__name__}.")
+        return None, fail(f"expected a dict like {example}, got {type(answers).__name__}.")
     missing = sorted(set(required) - set(answers))
     if missing:
-        return None, _fail(f"no answer yet for {noun}{', '.join(missing)}.")
+        return None, fail(f"no answer yet for {noun}{', '.join(missing)}.")
     return answers, None
 
 
-def _as_tensor(out, what: str):
+def as_tensor(out, what: str):
     if not isinstance(out, torch.Tensor):
-        return None, _fail(f"{what} should return a torch.Tensor, got {type(out).__name__}.")
+        return None, fail(f"{what} should return a torch.Tensor, got {type(out).__name__}.")
     return out, None
 
 
@@ -93,7 +91,7 @@ def _check_token_logprobs(fn) -> Verdict:
         logits = torch.randn(B, T, V, generator=g) * 3
         tokens = torch.randint(0, V, (B, T), generator=g)
         ref = torch.log_softmax(logits[:, :-1], -1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
-        out, bad = _as_tensor(fn(logits.clone(), tokens.clone()), "token_logprobs")
+        out, bad = as_tensor(fn(logits.clone(), tokens.clone()), "token_logprobs")
         if bad:
             return bad
         if out.shape != ref.shape:
@@ -102,7 +100,7 @@ def _check_token_logprobs(fn) -> Verdict:
                 hint = " One value per *predicted* token: position t's logits score token t+1, so drop the last position."
             elif out.dim() == 3:
                 hint = " Did you forget .squeeze(-1) after gather?"
-            return _fail(f"expected shape {tuple(ref.shape)} for logits {tuple(logits.shape)}, got {tuple(out.shape)}.{hint}")
+            return fail(f"expected shape {tuple(ref.shape)} for logits {tuple(logits.shape)}, got {tuple(out.shape)}.{hint}")
         out = out.detach().float()
         if torch.allclose(out, ref, atol=1e-5):
             continue
@@ -111,16 +109,16 @@ def _check_token_logprobs(fn) -> Verdict:
         probs = torch.softmax(logits[:, :-1], -1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
         diff = (out - ref).abs().max().item()
         if torch.allclose(out, unshifted, atol=1e-5):
-            return _fail("off by one: you scored token t+1 with the logits at t+1; the logits at position t predict token t+1.")
+            return fail("off by one: you scored token t+1 with the logits at t+1; the logits at position t predict token t+1.")
         if torch.allclose(out, raw, atol=1e-5):
-            return _fail("these are raw logits: apply log_softmax over the vocabulary before gathering.")
+            return fail("these are raw logits: apply log_softmax over the vocabulary before gathering.")
         if torch.allclose(out, probs, atol=1e-5):
-            return _fail("these are probabilities: use log_softmax, not softmax.")
+            return fail("these are probabilities: use log_softmax, not softmax.")
         if torch.allclose(out, -ref, atol=1e-5):
-            return _fail("sign flipped: log-probabilities are <= 0.")
+            return fail("sign flipped: log-probabilities are <= 0.")
         if (out > 1e-6).any():
-            return _fail(f"some values are positive (max {out.max().item():.3f}), but log-probabilities are <= 0.")
-        return _fail(f"values differ from log_softmax(logits[:, :-1]).gather(tokens[:, 1:]) by up to {diff:.3g}.")
+            return fail(f"some values are positive (max {out.max().item():.3f}), but log-probabilities are <= 0.")
+        return fail(f"values differ from log_softmax(logits[:, :-1]).gather(tokens[:, 1:]) by up to {diff:.3g}.")
     return Verdict("PASS", "matches log_softmax(logits[:, :-1]) gathered at tokens[:, 1:] on 3 random batches.")
 
 
@@ -139,5 +137,5 @@ def _check_card_value(fn) -> Verdict:
                 elif card in ("J", "Q", "K"):
                     hint = (" Under 'ten' every face card counts 10." if rule == "ten"
                             else " Under 'ranked' J=11, Q=12, K=13.")
-                return _fail(f"card {card!r} under rule {rule!r} should be worth {want}, you returned {got!r}.{hint}")
+                return fail(f"card {card!r} under rule {rule!r} should be worth {want}, you returned {got!r}.{hint}")
     return Verdict("PASS", "all 13 cards are valued correctly under both rules.")

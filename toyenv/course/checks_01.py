@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import Verdict, _as_tensor, _fail, register
+from .checks import Verdict, as_tensor, fail, register
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
@@ -19,7 +19,7 @@ def _check_reverse_kl(fn) -> Verdict:
     for shape in [(5, 7), (2, 3, 11), (4,)]:
         pol = torch.randn(*shape, generator=g, dtype=torch.float64) * 2
         ref = torch.randn(*shape, generator=g, dtype=torch.float64) * 2 + 1  # logits need not be normalized
-        out, bad = _as_tensor(fn(pol.clone(), ref.clone()), "reverse_kl")
+        out, bad = as_tensor(fn(pol.clone(), ref.clone()), "reverse_kl")
         if bad:
             return bad
         want = exact_categorical(pol, ref)
@@ -28,32 +28,32 @@ def _check_reverse_kl(fn) -> Verdict:
         p = lp.exp()
         if out.shape != want.shape:
             if tuple(out.shape) == tuple(shape):
-                return _fail(f"expected one KL per distribution, shape {tuple(want.shape)} for logits {tuple(shape)}, "
+                return fail(f"expected one KL per distribution, shape {tuple(want.shape)} for logits {tuple(shape)}, "
                              f"got {tuple(out.shape)}: these look like per-category terms; sum them over the last axis.")
             if out.numel() == 1 and want.numel() > 1:
-                return _fail(f"expected shape {tuple(want.shape)} (one KL per row), got a single number: "
+                return fail(f"expected shape {tuple(want.shape)} (one KL per row), got a single number: "
                              "sum over the last axis only, not over the batch too.")
-            return _fail(f"expected shape {tuple(want.shape)} for logits {tuple(shape)}, got {tuple(out.shape)}.")
+            return fail(f"expected shape {tuple(want.shape)} for logits {tuple(shape)}, got {tuple(out.shape)}.")
         if _close(out, want):
             continue
         n = shape[-1]
         if _close(out, exact_categorical(ref, pol)):
-            return _fail("this is the forward KL(ref || policy): the arguments are swapped. The RLHF penalty averages "
+            return fail("this is the forward KL(ref || policy): the arguments are swapped. The RLHF penalty averages "
                          "log(pi/pi_ref) under the policy's own distribution, so weight by softmax(policy_logits).")
         if _close(out, -want):
-            return _fail(f"sign flipped: you returned {out.flatten()[0].item():.4f} where KL is "
+            return fail(f"sign flipped: you returned {out.flatten()[0].item():.4f} where KL is "
                          f"{want.flatten()[0].item():.4f}; KL(P || Q) = sum P (log P - log Q) is never negative.")
         if _close(out, want / n):
-            return _fail(f"this is the mean over the {n} categories; KL is the sum over the last axis.")
+            return fail(f"this is the mean over the {n} categories; KL is the sum over the last axis.")
         if _close(out, (p * (pol - ref)).sum(-1)):
-            return _fail("you used raw logits as log-probabilities: apply log_softmax to both logits first "
+            return fail("you used raw logits as log-probabilities: apply log_softmax to both logits first "
                          "(logits are only defined up to a constant).")
         if _close(out, (p * (p.log() - ref.softmax(-1))).sum(-1)) or _close(out, (p * (p - ref.softmax(-1))).sum(-1)):
-            return _fail("the log of the reference is missing: use log_softmax(ref_logits), not softmax(ref_logits).")
+            return fail("the log of the reference is missing: use log_softmax(ref_logits), not softmax(ref_logits).")
         if _close(out, (lp - lq).sum(-1)):
-            return _fail("the log-ratios are summed without the weights P(x): multiply log P - log Q by softmax(policy_logits).")
+            return fail("the log-ratios are summed without the weights P(x): multiply log P - log Q by softmax(policy_logits).")
         diff = (out - want).abs().max().item()
-        return _fail(f"values differ from sum softmax(policy) * (log_softmax(policy) - log_softmax(ref)) by up to {diff:.3g} "
+        return fail(f"values differ from sum softmax(policy) * (log_softmax(policy) - log_softmax(ref)) by up to {diff:.3g} "
                      f"(logits shape {tuple(shape)}).")
     return Verdict("PASS", "matches the exact KL(policy || ref) over the last axis on 3 random batches of logits.")
 
@@ -79,7 +79,7 @@ def _check_forward_kl(fn) -> Verdict:
     """fn(data_probs (B, V), model_logits (B, V)) -> (B,) KL(data || softmax(model_logits)), with 0 log 0 = 0."""
     data, logits = _forward_inputs()
     B, V = data.shape
-    out, bad = _as_tensor(fn(data.clone(), logits.clone()), "forward_kl")
+    out, bad = as_tensor(fn(data.clone(), logits.clone()), "forward_kl")
     if bad:
         return bad
     out = out.detach().double()
@@ -88,37 +88,37 @@ def _check_forward_kl(fn) -> Verdict:
     want = (data * (logd - lq)).sum(-1)
     if out.shape != want.shape:
         if tuple(out.shape) == (B, V):
-            return _fail(f"expected shape {(B,)} (one KL per row), got {(B, V)}: sum the per-category terms over the last axis.")
+            return fail(f"expected shape {(B,)} (one KL per row), got {(B, V)}: sum the per-category terms over the last axis.")
         if out.numel() == 1:
-            return _fail(f"expected shape {(B,)} (one KL per row), got a single number: do not reduce over the batch.")
-        return _fail(f"expected shape {(B,)} for inputs of shape {(B, V)}, got {tuple(out.shape)}.")
+            return fail(f"expected shape {(B,)} (one KL per row), got a single number: do not reduce over the batch.")
+        return fail(f"expected shape {(B,)} for inputs of shape {(B, V)}, got {tuple(out.shape)}.")
     if _close(out, want):
         return Verdict("PASS", "matches KL(data || model) on 6 rows (one-hot, partly zero and dense data), with 0 log 0 = 0.")
     if torch.isnan(out).any():
         rows = torch.isnan(out).nonzero().flatten().tolist()
-        return _fail(f"NaN in row(s) {rows}, where the data has zero probabilities: 0 * log 0 gives NaN in floating point; "
+        return fail(f"NaN in row(s) {rows}, where the data has zero probabilities: 0 * log 0 gives NaN in floating point; "
                      "categories with data probability 0 contribute 0 (use torch.where or torch.xlogy).")
     finite = torch.isfinite(out)
     swapped = (lq.exp() * (lq - data.log())).sum(-1)  # KL(model || data): +inf on rows with zeros in the data
     if torch.isinf(out).any() and torch.isinf(swapped).any() and (
         _close(out[finite], swapped[finite]) and bool((torch.isinf(out) == torch.isinf(swapped)).all())
     ):
-        return _fail("this is the reverse KL(model || data): the arguments are swapped. It is infinite on rows where the "
+        return fail("this is the reverse KL(model || data): the arguments are swapped. It is infinite on rows where the "
                      "data has zeros; SFT's forward KL weights log(data/model) by the data probabilities.")
     if torch.isinf(out).any():
-        return _fail(f"infinite value(s) in row(s) {torch.isinf(out).nonzero().flatten().tolist()}: the forward KL is finite "
+        return fail(f"infinite value(s) in row(s) {torch.isinf(out).nonzero().flatten().tolist()}: the forward KL is finite "
                      "whenever the model gives every category some probability (softmax always does).")
     if _close(out, -want):
-        return _fail("sign flipped: KL(data || model) = sum data * (log data - log model) is never negative.")
+        return fail("sign flipped: KL(data || model) = sum data * (log data - log model) is never negative.")
     cross_entropy = -(data * lq).sum(-1)
     if _close(out, cross_entropy):
-        return _fail("this is the cross-entropy -sum data * log model; the KL subtracts the data's entropy "
+        return fail("this is the cross-entropy -sum data * log model; the KL subtracts the data's entropy "
                      "(the two agree only on one-hot rows, here rows 0 and 1).")
     if _close(out, (data * (logd - logits)).sum(-1)):
-        return _fail("you used raw logits as log-probabilities: apply log_softmax to model_logits first.")
+        return fail("you used raw logits as log-probabilities: apply log_softmax to model_logits first.")
     if _close(out, (data * (logd - logits.softmax(-1))).sum(-1)):
-        return _fail("the log of the model is missing: use log_softmax(model_logits), not softmax(model_logits).")
+        return fail("the log of the model is missing: use log_softmax(model_logits), not softmax(model_logits).")
     if _close(out, want / V):
-        return _fail(f"this is the mean over the {V} categories; KL is the sum over the last axis.")
+        return fail(f"this is the mean over the {V} categories; KL is the sum over the last axis.")
     diff = (out[finite] - want[finite]).abs().max().item() if finite.any() else float("nan")
-    return _fail(f"values differ from sum data * (log data - log_softmax(model_logits)) by up to {diff:.3g}.")
+    return fail(f"values differ from sum data * (log data - log_softmax(model_logits)) by up to {diff:.3g}.")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import Verdict, _answer_dict, _as_tensor, _fail, register
+from .checks import Verdict, answer_dict, as_tensor, fail, register
 
 # The bug hunt's snippets and what each one really computes (keys of KL_BUG_HUNT_OPTIONS).
 KL_BUG_HUNT_OPTIONS = {
@@ -23,24 +23,24 @@ def _check_k3(fn) -> Verdict:
 
     g = torch.Generator().manual_seed(0)
     logp, logq = torch.randn(50, generator=g, dtype=torch.float64) - 2, torch.randn(50, generator=g, dtype=torch.float64) - 2
-    out, bad = _as_tensor(fn(logp.clone(), logq.clone()), "k3")
+    out, bad = as_tensor(fn(logp.clone(), logq.clone()), "k3")
     if bad:
         return bad
     ref = k3(logp, logq)
     if out.shape != ref.shape:
-        return _fail(f"expected one estimate per sample, shape {tuple(ref.shape)}, got {tuple(out.shape)} (no averaging here).")
+        return fail(f"expected one estimate per sample, shape {tuple(ref.shape)}, got {tuple(out.shape)} (no averaging here).")
     out = out.detach().double()
     if torch.allclose(out, ref, atol=1e-8):
         return Verdict("PASS", "matches (r - 1) - log r with r = Q/P on 50 random samples; never negative.")
     if torch.allclose(out, k3(logq, logp), atol=1e-8):
-        return _fail("you used r = P/Q; Schulman's r is Q/P (the reference over the sampling distribution).")
+        return fail("you used r = P/Q; Schulman's r is Q/P (the reference over the sampling distribution).")
     if torch.allclose(out, k1(logp, logq), atol=1e-8):
-        return _fail("this is k1 = log P - log Q; k3 adds (r - 1) to it.")
+        return fail("this is k1 = log P - log Q; k3 adds (r - 1) to it.")
     if torch.allclose(out, k2(logp, logq), atol=1e-8):
-        return _fail("this is k2 = (log r)^2 / 2, not k3.")
+        return fail("this is k2 = (log r)^2 / 2, not k3.")
     if (out < -1e-12).any():
-        return _fail(f"k3 is never negative, but you returned {out.min().item():.4f} for some sample.")
-    return _fail(f"values differ from (r - 1) - log r by up to {(out - ref).abs().max().item():.3g}.")
+        return fail(f"k3 is never negative, but you returned {out.min().item():.4f} for some sample.")
+    return fail(f"values differ from (r - 1) - log r by up to {(out - ref).abs().max().item():.3g}.")
 
 
 @register("masked_kl")
@@ -53,37 +53,37 @@ def _check_masked_kl(fn) -> Verdict:
     mask = torch.zeros(B, T, dtype=torch.bool)
     for b, (start, n) in enumerate([(3, 4), (5, 4), (2, 2), (4, 5)]):
         mask[b, start : start + n] = True
-    out, bad = _as_tensor(fn(logp.clone(), ref_logp.clone(), mask.clone()), "masked_kl")
+    out, bad = as_tensor(fn(logp.clone(), ref_logp.clone(), mask.clone()), "masked_kl")
     if bad:
         return bad
     diff = logp - ref_logp
     ref = (diff * mask).sum(-1)
     if out.shape != ref.shape:
         hint = " Sum over the time axis: one number per sequence." if tuple(out.shape) == (B, T) else ""
-        return _fail(f"expected shape {tuple(ref.shape)} (one KL per sequence), got {tuple(out.shape)}.{hint}")
+        return fail(f"expected shape {tuple(ref.shape)} (one KL per sequence), got {tuple(out.shape)}.{hint}")
     out = out.detach().float()
     if torch.allclose(out, ref, atol=1e-5):
         return Verdict("PASS", "sums log pi - log pi_ref over the generated tokens only, one value per sequence.")
     if torch.allclose(out, diff.sum(-1), atol=1e-5):
-        return _fail("the prompt and padding positions are included: multiply by the mask before summing.")
+        return fail("the prompt and padding positions are included: multiply by the mask before summing.")
     if torch.allclose(out, ref / mask.sum(-1), atol=1e-5):
-        return _fail("this is the per-token average; the sequence-level KL is the sum over generated tokens.")
+        return fail("this is the per-token average; the sequence-level KL is the sum over generated tokens.")
     if torch.allclose(out, -ref, atol=1e-5):
-        return _fail("sign flipped: the estimate is log pi - log pi_ref (policy minus reference).")
-    return _fail(f"values differ from the masked sum by up to {(out - ref).abs().max().item():.3g}.")
+        return fail("sign flipped: the estimate is log pi - log pi_ref (policy minus reference).")
+    return fail(f"values differ from the masked sum by up to {(out - ref).abs().max().item():.3g}.")
 
 
 @register("kl_bug_hunt")
 def _check_bug_hunt(answers) -> Verdict:
     """`answers` is a dict snippet -> option key; the checker gets the dict itself, not a function."""
-    answers, bad = _answer_dict(answers, KL_BUG_HUNT_ANSWERS, "{'A': 'zero', ...}", noun="snippet(s) ")
+    answers, bad = answer_dict(answers, KL_BUG_HUNT_ANSWERS, "{'A': 'zero', ...}", noun="snippet(s) ")
     if bad:
         return bad
     unknown = {k: v for k, v in answers.items() if v not in KL_BUG_HUNT_OPTIONS}
     if unknown:
-        return _fail(f"{unknown} is not one of the options {sorted(KL_BUG_HUNT_OPTIONS)}.")
+        return fail(f"{unknown} is not one of the options {sorted(KL_BUG_HUNT_OPTIONS)}.")
     wrong = sorted(k for k, v in KL_BUG_HUNT_ANSWERS.items() if answers[k] != v)
     if wrong:
-        return _fail(f"{len(wrong)} of {len(KL_BUG_HUNT_ANSWERS)} wrong: snippet(s) {', '.join(wrong)}. "
+        return fail(f"{len(wrong)} of {len(KL_BUG_HUNT_ANSWERS)} wrong: snippet(s) {', '.join(wrong)}. "
                      "Run them in the next cells and look at what F.kl_div expects for input and target.")
     return Verdict("PASS", "all five snippets identified.")

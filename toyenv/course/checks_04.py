@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import Verdict, _as_tensor, _fail, register
+from .checks import Verdict, as_tensor, fail, register
 
 
 def _ptx_inputs():
@@ -29,14 +29,14 @@ def _check_ptx_loss(fn) -> Verdict:
     where loss_mask marks the *predicted* token."""
     logits, tokens, mask = _ptx_inputs()
     lg = logits.clone().requires_grad_(True)
-    out, bad = _as_tensor(fn(lg, tokens.clone(), mask.clone()), "ptx_loss")
+    out, bad = as_tensor(fn(lg, tokens.clone(), mask.clone()), "ptx_loss")
     if bad:
         return bad
     if out.dim() != 0:
-        return _fail(f"expected a scalar loss (one number for the batch), got shape {tuple(out.shape)}: average over "
+        return fail(f"expected a scalar loss (one number for the batch), got shape {tuple(out.shape)}: average over "
                      "the completion tokens of all sequences.")
     if not out.requires_grad:
-        return _fail("the loss carries no gradient: the ptx term only helps if it is differentiated with the RL loss "
+        return fail("the loss carries no gradient: the ptx term only helps if it is differentiated with the RL loss "
                      "(no torch.no_grad(), no .item(), no .detach()).")
     got = out.item()
     shifted_logits, targets, target_mask = logits[:, :-1], tokens[:, 1:], mask[:, 1:].float()
@@ -46,23 +46,23 @@ def _check_ptx_loss(fn) -> Verdict:
         out.backward()
         if torch.allclose(lg.grad[:, -1], torch.zeros_like(lg.grad[:, -1])):
             return Verdict("PASS", "mean next-token NLL over completion tokens: the PPO-ptx term is gamma times this.")
-        return _fail("the value is right but the last position's logits get a gradient; they predict nothing.")
+        return fail("the value is right but the last position's logits get a gradient; they predict nothing.")
     if abs(got + want) < 1e-4:
-        return _fail("sign: this is the mean log-likelihood. The loss to *minimize* is its negative (the NLL); "
+        return fail("sign: this is the mean log-likelihood. The loss to *minimize* is its negative (the NLL); "
                      "InstructGPT *adds* gamma * E[log pi(x)] to an objective it maximizes.")
     if abs(got - _nll(logits, tokens, mask.float()).item()) < 1e-4:
-        return _fail("no shift: logits[:, t] predict tokens[:, t + 1], so compare logits[:, :-1] with tokens[:, 1:].")
+        return fail("no shift: logits[:, t] predict tokens[:, t + 1], so compare logits[:, :-1] with tokens[:, 1:].")
     if abs(got - _nll(shifted_logits, targets, mask[:, :-1].float()).item()) < 1e-4:
-        return _fail("the mask is off by one: it marks the tokens to predict, so use loss_mask[:, 1:] with the "
+        return fail("the mask is off by one: it marks the tokens to predict, so use loss_mask[:, 1:] with the "
                      "targets tokens[:, 1:].")
     if abs(got - _nll(shifted_logits, targets, torch.ones_like(target_mask)).item()) < 1e-4:
-        return _fail("every position is averaged, prompt and padding included: keep only the completion tokens "
+        return fail("every position is averaged, prompt and padding included: keep only the completion tokens "
                      "(loss_mask), as the base model was trained.")
     summed = want * target_mask.sum().item()
     if abs(got - summed) < 1e-3:
-        return _fail("this is the sum over tokens; take the mean, so that gamma does not scale with batch and length.")
+        return fail("this is the sum over tokens; take the mean, so that gamma does not scale with batch and length.")
     per_seq = [_nll(shifted_logits[b:b + 1], targets[b:b + 1], target_mask[b:b + 1]).item() for b in range(len(tokens))]
     if abs(got - sum(per_seq) / len(per_seq)) < 1e-4:
-        return _fail("this averages each sequence first and then the sequences (short completions weigh more); "
+        return fail("this averages each sequence first and then the sequences (short completions weigh more); "
                      "average over all completion tokens of the batch at once.")
-    return _fail(f"got {got:.4f}, expected the mean next-token NLL over completion tokens, {want:.4f}.")
+    return fail(f"got {got:.4f}, expected the mean next-token NLL over completion tokens, {want:.4f}.")

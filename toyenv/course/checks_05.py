@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import Verdict, _as_tensor, _fail, register
+from .checks import Verdict, as_tensor, fail, register
 
 
 def _dpo_inputs():
@@ -24,13 +24,13 @@ def _check_dpo_loss(fn) -> Verdict:
     pc, pr, rc, rr = _dpo_inputs()
     beta = 0.5
     leaf = pc.clone().requires_grad_(True)
-    out, bad = _as_tensor(fn(leaf, pr.clone(), rc.clone(), rr.clone(), beta), "dpo_loss")
+    out, bad = as_tensor(fn(leaf, pr.clone(), rc.clone(), rr.clone(), beta), "dpo_loss")
     if bad:
         return bad
     if out.dim() != 0:
-        return _fail(f"expected a scalar loss (the mean over pairs), got shape {tuple(out.shape)}.")
+        return fail(f"expected a scalar loss (the mean over pairs), got shape {tuple(out.shape)}.")
     if not out.requires_grad:
-        return _fail("the loss carries no gradient: keep the policy log-probs in the graph (no .detach(), .item() "
+        return fail("the loss carries no gradient: keep the policy log-probs in the graph (no .detach(), .item() "
                      "or torch.no_grad()).")
     want = _dpo(pc, pr, rc, rr, beta)
     o = out.detach()
@@ -38,7 +38,7 @@ def _check_dpo_loss(fn) -> Verdict:
         # a huge negative margin: log(sigmoid(x)) underflows to log(0) = -inf, logsigmoid does not
         far = fn(torch.tensor([-400.0]), torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0]), 1.0)
         if not torch.isfinite(torch.as_tensor(far)).all():
-            return _fail("right on ordinary inputs, but a pair with β·h = −400 gives an infinite loss: "
+            return fail("right on ordinary inputs, but a pair with β·h = −400 gives an infinite loss: "
                          "log(sigmoid(x)) underflows to log 0; use F.logsigmoid(x).")
         return Verdict("PASS", "−log σ(β·h) averaged over pairs, h the difference of the two log-ratios.")
     h = (pc - rc) - (pr - rr)
@@ -56,5 +56,5 @@ def _check_dpo_loss(fn) -> Verdict:
     ]
     for value, msg in diagnoses:
         if torch.allclose(o, value, atol=1e-5):
-            return _fail(msg)
-    return _fail(f"got {o.item():.5f}, expected {want.item():.5f} on six random pairs with β = {beta}.")
+            return fail(msg)
+    return fail(f"got {o.item():.5f}, expected {want.item():.5f} on six random pairs with β = {beta}.")

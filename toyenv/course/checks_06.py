@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import Verdict, _as_tensor, _fail, register
+from .checks import Verdict, as_tensor, fail, register
 
 
 @register("margin_loss")
@@ -14,24 +14,24 @@ def _check_margin_loss(fn) -> Verdict:
     r_c, r_r = torch.randn(8, generator=g), torch.randn(8, generator=g)
     m = torch.tensor([1.0, 2 / 3, 1 / 3, 0.0, 1.0, 0.0, 1 / 3, 2 / 3])
     leaf = r_c.clone().requires_grad_(True)
-    out, bad = _as_tensor(fn(leaf, r_r.clone(), m.clone()), "margin_loss")
+    out, bad = as_tensor(fn(leaf, r_r.clone(), m.clone()), "margin_loss")
     if bad:
         return bad
     if out.dim() != 0:
-        return _fail(f"expected a scalar loss (the mean over pairs), got shape {tuple(out.shape)}.")
+        return fail(f"expected a scalar loss (the mean over pairs), got shape {tuple(out.shape)}.")
     if not out.requires_grad:
-        return _fail("the loss carries no gradient: the reward model learns through it (no .detach() or .item()).")
+        return fail("the loss carries no gradient: the reward model learns through it (no .detach() or .item()).")
     want = -F.logsigmoid(r_c - r_r - m).mean()
     o = out.detach()
     if torch.allclose(o, want, atol=1e-5):
         zero = fn(r_c.clone(), r_r.clone(), torch.zeros(8))
         bt = -F.logsigmoid(r_c - r_r).mean()
         if not torch.allclose(torch.as_tensor(zero).detach(), bt, atol=1e-5):
-            return _fail("right with margins, but with m = 0 it should be exactly the Bradley–Terry loss "
+            return fail("right with margins, but with m = 0 it should be exactly the Bradley–Terry loss "
                          "−log σ(r_c − r_r).")
         far = fn(torch.tensor([-200.0]), torch.tensor([200.0]), torch.tensor([1.0]))
         if not torch.isfinite(torch.as_tensor(far)).all():
-            return _fail("a pair ranked wrong by 400 gives an infinite loss: log(sigmoid(x)) underflows; use "
+            return fail("a pair ranked wrong by 400 gives an infinite loss: log(sigmoid(x)) underflows; use "
                          "F.logsigmoid.")
         return Verdict("PASS", "−log σ(r_c − r_r − m), averaged; m = 0 gives back Bradley–Terry.")
     diagnoses = [
@@ -45,8 +45,8 @@ def _check_margin_loss(fn) -> Verdict:
     ]
     for value, msg in diagnoses:
         if torch.allclose(o, value, atol=1e-5):
-            return _fail(msg)
-    return _fail(f"got {o.item():.5f}, expected {want.item():.5f}.")
+            return fail(msg)
+    return fail(f"got {o.item():.5f}, expected {want.item():.5f}.")
 
 
 @register("rebel_loss")
@@ -58,13 +58,13 @@ def _check_rebel_loss(fn) -> Verdict:
     w_c, w_r = torch.tensor([5.0, 5.0, -1.0, -2.0, 5.0, -1.0]), torch.tensor([-1.0, -3.0, -3.0, -3.0, -2.0, -2.0])
     eta = 4.0
     leaf = pc.clone().requires_grad_(True)
-    out, bad = _as_tensor(fn(leaf, pr.clone(), rc.clone(), rr.clone(), w_c.clone(), w_r.clone(), eta), "rebel_loss")
+    out, bad = as_tensor(fn(leaf, pr.clone(), rc.clone(), rr.clone(), w_c.clone(), w_r.clone(), eta), "rebel_loss")
     if bad:
         return bad
     if out.dim() != 0:
-        return _fail(f"expected a scalar loss (the mean over pairs), got shape {tuple(out.shape)}.")
+        return fail(f"expected a scalar loss (the mean over pairs), got shape {tuple(out.shape)}.")
     if not out.requires_grad:
-        return _fail("the loss carries no gradient through the policy log-probs.")
+        return fail("the loss carries no gradient through the policy log-probs.")
     h = (pc - rc) - (pr - rr)
     dr = w_c - w_r
     want = ((h / eta - dr) ** 2).mean()
@@ -84,5 +84,5 @@ def _check_rebel_loss(fn) -> Verdict:
     ]
     for value, msg in diagnoses:
         if torch.allclose(o, value, rtol=1e-5, atol=1e-5):
-            return _fail(msg)
-    return _fail(f"got {o.item():.5f}, expected {want.item():.5f} with η = {eta}.")
+            return fail(msg)
+    return fail(f"got {o.item():.5f}, expected {want.item():.5f} with η = {eta}.")

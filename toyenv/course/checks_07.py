@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import Verdict, _as_tensor, _fail, register
+from .checks import Verdict, as_tensor, fail, register
 
 N_SAMPLES = 2000
 
@@ -45,14 +45,14 @@ def _close(a, b, rtol: float = 1e-6) -> bool:
 
 def _scalar(out, what: str):
     """(the learner's output as a 0-d tensor, None) or (None, FAIL verdict) for a wrong type or shape."""
-    out, bad = _as_tensor(out, what)
+    out, bad = as_tensor(out, what)
     if bad:
         return None, bad
     if out.numel() != 1:
         if tuple(out.shape) == (N_SAMPLES,):
-            return None, _fail(f"expected one number, got one value per sample (shape {tuple(out.shape)}): "
+            return None, fail(f"expected one number, got one value per sample (shape {tuple(out.shape)}): "
                                "average them over the batch with .mean().")
-        return None, _fail(f"expected a single number (a 0-d tensor), got shape {tuple(out.shape)}.")
+        return None, fail(f"expected a single number (a 0-d tensor), got shape {tuple(out.shape)}.")
     return out.reshape(()), None
 
 
@@ -71,29 +71,29 @@ def _check_forward_kl_from_samples(fn) -> Verdict:
     if not _close(v, ref):
         n = len(x)
         if _close(v, -ref):
-            return _fail(f"sign flipped (arguments swapped): you returned {v.item():.4f}, the estimate is {ref.item():.4f}. "
+            return fail(f"sign flipped (arguments swapped): you returned {v.item():.4f}, the estimate is {ref.item():.4f}. "
                          "KL(target || policy) averages log target(x) - log policy(x) over the target's samples.")
         if _close(v, n * ref):
-            return _fail(f"this is the sum over the {n} samples; the Monte-Carlo estimate is their mean.")
+            return fail(f"this is the sum over the {n} samples; the Monte-Carlo estimate is their mean.")
         if _close(v, -log_p.mean()):
-            return _fail("this is the SFT loss -mean log policy(x) (the cross-entropy): it has the same gradient, but "
+            return fail("this is the SFT loss -mean log policy(x) (the cross-entropy): it has the same gradient, but "
                          "the KL also adds mean log target(x), which does not depend on the policy.")
         if _close(v, log_p.mean()):
-            return _fail("this is the mean log-likelihood log policy(x); the estimate is mean(log target(x) - log policy(x)).")
+            return fail("this is the mean log-likelihood log policy(x); the estimate is mean(log target(x) - log policy(x)).")
         if _close(v, kl(target, policy.detach()), rtol=1e-5):
-            return _fail("this is the exact KL (by quadrature); the exercise asks for the estimate from the samples x.")
+            return fail("this is the exact KL (by quadrature); the exercise asks for the estimate from the samples x.")
         if _close(v, kl(policy.detach(), target), rtol=1e-5):
-            return _fail("this is the exact reverse KL(policy || target); the exercise asks for the forward KL "
+            return fail("this is the exact reverse KL(policy || target); the exercise asks for the forward KL "
                          "estimated from the target's samples x.")
-        return _fail(f"you returned {v.item():.4f}; the estimate mean(log target(x) - log policy(x)) on these samples "
+        return fail(f"you returned {v.item():.4f}; the estimate mean(log target(x) - log policy(x)) on these samples "
                      f"is {ref.item():.4f}.")
     got = _grads(out, params)
     if got is None or not bool(got.abs().sum() > 0):
-        return _fail("the value is right, but no gradient reaches the policy's parameters: compute it from "
+        return fail("the value is right, but no gradient reaches the policy's parameters: compute it from "
                      "policy.log_prob(x) as a tensor (no .detach(), .item() or torch.no_grad()), so SFT can descend it.")
     want = _grads(ref, params)
     if not _close(got, want):
-        return _fail(f"the value is right but the gradient differs by up to {(got - want).abs().max().item():.3g}: "
+        return fail(f"the value is right but the gradient differs by up to {(got - want).abs().max().item():.3g}: "
                      "part of the policy's log-probability was detached.")
     return Verdict("PASS", f"value and gradient match mean(log target(x) - log policy(x)) on {N_SAMPLES} target samples.")
 
@@ -109,7 +109,7 @@ def _check_reinforce(fn) -> Verdict:
         return bad
     got = _grads(out, params)
     if got is None or not bool(got.abs().sum() > 0):
-        return _fail("no gradient reaches the policy's parameters: the loss must contain log policy(x) with its graph "
+        return fail("no gradient reaches the policy's parameters: the loss must contain log policy(x) with its graph "
                      "(detach only the weight log policy(x) - log target(x)).")
     log_p, log_t = policy.log_prob(x), target.log_prob(x)
     w = (log_p - log_t).detach()
@@ -145,6 +145,6 @@ def _check_reinforce(fn) -> Verdict:
     ]
     for grad, message in candidates:
         if grad is not None and _close(got, grad):
-            return _fail(message)
-    return _fail(f"the gradient differs from the REINFORCE estimate mean((w - mean w) * grad log policy(x)), "
+            return fail(message)
+    return fail(f"the gradient differs from the REINFORCE estimate mean((w - mean w) * grad log policy(x)), "
                  f"w = log policy(x) - log target(x), by up to {(got - want).abs().max().item():.3g}.")

@@ -1,14 +1,14 @@
 """Checkers for notebook 08_sft_memorizes_rl_generalizes."""
 from __future__ import annotations
 
-from .checks import Verdict, _fail, register
+from .checks import Verdict, fail, register
 
 
 def _as_fraction(out, what: str):
     try:
         value = float(out)
     except (TypeError, ValueError):
-        return None, _fail(f"{what} should return a number (a fraction of the answers), got {type(out).__name__}.")
+        return None, fail(f"{what} should return a number (a fraction of the answers), got {type(out).__name__}.")
     return value, None
 
 
@@ -45,23 +45,23 @@ def _check_per_step(fn) -> Verdict:
         if bad:
             return bad
         if abs(got_abs - 0.5) > 1e-9:
-            return _fail(f"right for relative turns but {got_abs:.3f} instead of 0.500 for absolute ones: pass "
+            return fail(f"right for relative turns but {got_abs:.3f} instead of 0.500 for absolute ones: pass "
                          "action_space_kind on to the parser.")
         return Verdict("PASS", "parsed answers compared with the oracle, for both action spaces.")
     exact = sum(c == e for c, e in _NAV_CASES) / len(_NAV_CASES)
     if abs(got - exact) < 1e-9:
-        return _fail("this compares raw strings: parse each answer with navigation.parse_action(completion, "
+        return fail("this compares raw strings: parse each answer with navigation.parse_action(completion, "
                      "action_space_kind) first, so 'Turn_Direction(Slightly  Right)' and an answer followed by "
                      "more lines count as what they say.")
     if abs(got - want * len(_NAV_CASES)) < 1e-9:
-        return _fail("this is the number of correct steps; return the fraction.")
+        return fail("this is the number of correct steps; return the fraction.")
     as_absolute = sum(nav.parse_action(c, "absolute")[0] == e for c, e in _NAV_CASES) / len(_NAV_CASES)
     if abs(got - as_absolute) < 1e-9:
-        return _fail("the answers are parsed as absolute turns: pass action_space_kind to parse_action.")
+        return fail("the answers are parsed as absolute turns: pass action_space_kind to parse_action.")
     parsed = sum(nav.parse_action(c, "relative")[0] is not None for c, _ in _NAV_CASES) / len(_NAV_CASES)
     if abs(got - parsed) < 1e-9:
-        return _fail("this counts well-formed answers, not correct ones: compare the parsed action with expected.")
-    return _fail(f"got {got:.3f} on 9 test steps, expected {want:.3f} (4 of the 9 are correct).")
+        return fail("this counts well-formed answers, not correct ones: compare the parsed action with expected.")
+    return fail(f"got {got:.3f} on 9 test steps, expected {want:.3f} (4 of the 9 are correct).")
 
 
 @register("rule_accuracy")
@@ -89,12 +89,12 @@ def _check_rule_accuracy(fn) -> Verdict:
             return bad
         want_ten = sum(gp.verify(h, a, "ten").correct for h, a in zip(hands, answers)) / len(hands)
         if abs(got_ten - want_ten) > 1e-9:
-            return _fail(f"right under 'ranked' but {got_ten:.3f} instead of {want_ten:.3f} under 'ten'.")
+            return fail(f"right under 'ranked' but {got_ten:.3f} instead of {want_ten:.3f} under 'ten'.")
         return Verdict("PASS", "every answer judged by the verifier under the rule the prompt stated.")
     ten = sum(gp.verify(h, a, "ten").correct for h, a in zip(hands, answers)) / len(hands)
     if abs(got - ten) < 1e-9:
-        return _fail("these answers were judged under J/Q/K = 10: pass face_card_rule to gp.verify, or an OOD "
+        return fail("these answers were judged under J/Q/K = 10: pass face_card_rule to gp.verify, or an OOD "
                      "evaluation quietly grades with the training rule.")
     if abs(got - want * len(hands)) < 1e-9:
-        return _fail("this is the number of correct answers; return the fraction.")
-    return _fail(f"got {got:.3f} on {len(hands)} test answers, expected {want:.3f}.")
+        return fail("this is the number of correct answers; return the fraction.")
+    return fail(f"got {got:.3f} on {len(hands)} test answers, expected {want:.3f}.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checks import Verdict, _as_tensor, _fail, register
+from .checks import Verdict, as_tensor, fail, register
 
 
 def _kl_inputs():
@@ -23,32 +23,32 @@ def _check_kl_on_new_task(fn) -> Verdict:
     """fn(base_logdist (B,T,V), model_logdist (B,T,V), mask (B,T)) -> (B,) sum over masked positions of the exact
     KL(π0(·|prefix) ‖ π(·|prefix))."""
     base, model, mask = _kl_inputs()
-    out, bad = _as_tensor(fn(base.clone(), model.clone(), mask.clone()), "kl_on_new_task")
+    out, bad = as_tensor(fn(base.clone(), model.clone(), mask.clone()), "kl_on_new_task")
     if bad:
         return bad
     per_position = (base.exp() * (base - model)).sum(-1)
     want = (per_position * mask).sum(-1)
     if out.shape != want.shape:
         if out.dim() == 0:
-            return _fail("expected one KL per completion, shape (B,), got a scalar: sum over positions, not over "
+            return fail("expected one KL per completion, shape (B,), got a scalar: sum over positions, not over "
                          "the batch.")
-        return _fail(f"expected shape {tuple(want.shape)} (one KL per completion), got {tuple(out.shape)}.")
+        return fail(f"expected shape {tuple(want.shape)} (one KL per completion), got {tuple(out.shape)}.")
     o = out.detach().float()
     if torch.allclose(o, want, atol=1e-5):
         return Verdict("PASS", "exact KL(π0 ‖ π) per generated position, summed over each completion.")
     reverse = ((model.exp() * (model - base)).sum(-1) * mask).sum(-1)
     if torch.allclose(o, reverse, atol=1e-5):
-        return _fail("direction: this is KL(π ‖ π0). RL's Razor uses KL(π0 ‖ π): weight by the *base* model's "
+        return fail("direction: this is KL(π ‖ π0). RL's Razor uses KL(π0 ‖ π): weight by the *base* model's "
                      "probabilities, Σ_v π0(v) (log π0(v) − log π(v)).")
     if torch.allclose(o, (per_position * mask).sum(-1) / mask.sum(-1), atol=1e-5):
-        return _fail("this is the mean per position; the KL of a completion is the sum over its positions.")
+        return fail("this is the mean per position; the KL of a completion is the sum over its positions.")
     if torch.allclose(o, per_position.sum(-1), atol=1e-5):
-        return _fail("the mask is ignored: prompt and padding positions were summed too.")
+        return fail("the mask is ignored: prompt and padding positions were summed too.")
     if torch.allclose(o, -want, atol=1e-5):
-        return _fail("sign: KL is Σ π0 (log π0 − log π), which is never negative.")
+        return fail("sign: KL is Σ π0 (log π0 − log π), which is never negative.")
     if torch.allclose(o, ((base - model).sum(-1) * mask).sum(-1), atol=1e-4):
-        return _fail("the log-ratio is summed over the vocabulary without the weights π0(v) = exp(log π0(v)).")
-    return _fail(f"values differ from the reference by up to {(o - want).abs().max().item():.3g}.")
+        return fail("the log-ratio is summed over the vocabulary without the weights π0(v) = exp(log π0(v)).")
+    return fail(f"values differ from the reference by up to {(o - want).abs().max().item():.3g}.")
 
 
 @register("r_squared")
@@ -59,22 +59,22 @@ def _check_r_squared(fn) -> Verdict:
     try:
         got = float(fn(x.copy(), y.copy()))
     except (TypeError, ValueError):
-        return _fail("expected a number.")
+        return fail("expected a number.")
     a, b = np.polyfit(x, y, 1)
     want = 1 - ((y - (a * x + b)) ** 2).sum() / ((y - y.mean()) ** 2).sum()
     if abs(got - want) < 1e-6:
         flat = fn(np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0]))
         if abs(float(flat) - 0.25) > 1e-6:
-            return _fail(f"right on the first test but {float(flat):.4f} instead of 0.2500 on x=[1,2,3], y=[1,3,2].")
+            return fail(f"right on the first test but {float(flat):.4f} instead of 0.2500 on x=[1,2,3], y=[1,3,2].")
         return Verdict("PASS", "1 − SS_res / SS_tot of the fitted line.")
     r = np.corrcoef(x, y)[0, 1]
     if abs(got - r) < 1e-6:
-        return _fail("this is the correlation r; R² of a straight-line fit is its square.")
+        return fail("this is the correlation r; R² of a straight-line fit is its square.")
     slope0 = (x * y).sum() / (x * x).sum()
     if abs(got - (1 - ((y - slope0 * x) ** 2).sum() / ((y - y.mean()) ** 2).sum())) < 1e-6:
-        return _fail("the line is forced through the origin: fit an intercept too (np.polyfit(x, y, 1)).")
+        return fail("the line is forced through the origin: fit an intercept too (np.polyfit(x, y, 1)).")
     if abs(got - (1 - ((y - (a * x + b)) ** 2).sum() / (y ** 2).sum())) < 1e-6:
-        return _fail("SS_tot must be taken around the mean of y: Σ (y − ȳ)².")
+        return fail("SS_tot must be taken around the mean of y: Σ (y − ȳ)².")
     if abs(got - ((y - (a * x + b)) ** 2).sum() / ((y - y.mean()) ** 2).sum()) < 1e-6:
-        return _fail("this is SS_res / SS_tot, the unexplained fraction; R² is 1 minus it.")
-    return _fail(f"got {got:.4f}, expected {want:.4f}.")
+        return fail("this is SS_res / SS_tot, the unexplained fraction; R² is 1 minus it.")
+    return fail(f"got {got:.4f}, expected {want:.4f}.")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import Verdict, _answer_dict, _as_tensor, _fail, register
+from .checks import Verdict, answer_dict, as_tensor, fail, register
 
 # The bug hunt on the "conceptual GRPO loss": what its KL term really does (keys of GRPO_BUG_OPTIONS) and what its
 # gradient is at the first iteration on a batch (keys of GRPO_BUG_GRADIENT_OPTIONS).
@@ -33,41 +33,41 @@ def _check_group_advantages(fn, algorithm: str) -> Verdict:
     from toyenv.rl import advantages
 
     R, k = _groups()
-    out, bad = _as_tensor(fn(R.clone(), k), f"{algorithm}_advantages")
+    out, bad = as_tensor(fn(R.clone(), k), f"{algorithm}_advantages")
     if bad:
         return bad
     want = advantages(R, algorithm, k)
     if out.shape != want.shape:
         if tuple(out.shape) == (R.numel() // k, k):
-            return _fail(f"expected one advantage per completion, shape {tuple(want.shape)}, got {tuple(out.shape)}: "
+            return fail(f"expected one advantage per completion, shape {tuple(want.shape)}, got {tuple(out.shape)}: "
                          "flatten the (groups, k) view back at the end.")
-        return _fail(f"expected shape {tuple(want.shape)} for {R.numel()} rewards, got {tuple(out.shape)}.")
+        return fail(f"expected shape {tuple(want.shape)} for {R.numel()} rewards, got {tuple(out.shape)}.")
     out = out.detach().float()
     if torch.allclose(out, want, atol=1e-4):
         return None
     G = R.view(-1, k)
     if torch.allclose(out, R - R.mean(), atol=1e-4):
-        return _fail("you subtracted the mean of the whole batch; the baseline is computed within each prompt's group "
+        return fail("you subtracted the mean of the whole batch; the baseline is computed within each prompt's group "
                      "(rows i*k .. i*k+k-1 share a prompt).")
     if torch.allclose(out, (G - G.mean(1, keepdim=True)).flatten(), atol=1e-4) and algorithm == "rloo":
-        return _fail("this is reward minus the group mean *including* the completion itself; RLOO leaves it out: "
+        return fail("this is reward minus the group mean *including* the completion itself; RLOO leaves it out: "
                      "the mean of the other k-1 (equivalently, k/(k-1) times your value).")
     if algorithm == "grpo":
         centred = G - G.mean(1, keepdim=True)
         if torch.allclose(out, centred.flatten(), atol=1e-4):
-            return _fail("the group mean is subtracted, but GRPO also divides by the group's standard deviation.")
+            return fail("the group mean is subtracted, but GRPO also divides by the group's standard deviation.")
         if torch.allclose(out, (centred / (G.std(1, unbiased=False, keepdim=True) + 1e-4)).flatten(), atol=1e-4):
-            return _fail("you divided by the population std (unbiased=False); this course, like TRL, uses the sample "
+            return fail("you divided by the population std (unbiased=False); this course, like TRL, uses the sample "
                          "std (torch's default, unbiased=True).")
         if torch.isnan(out).any():
-            return _fail("NaN in the group whose rewards are all equal: its std is 0; add the 1e-4 to the std so "
+            return fail("NaN in the group whose rewards are all equal: its std is 0; add the 1e-4 to the std so "
                          "such a group gets advantage 0.")
         if torch.allclose(out, (centred / (G.std(1, keepdim=True) + 1e-8)).flatten(), atol=1e-4) or \
                 torch.allclose(out, (centred / G.std(1, keepdim=True).clamp(min=1e-4)).flatten(), atol=1e-4):
             return None
     if torch.allclose(out, -want, atol=1e-4):
-        return _fail("sign flipped: a completion that scored above its baseline must get a positive advantage.")
-    return _fail(f"values differ from the reference by up to {(out - want).abs().max().item():.3g} "
+        return fail("sign flipped: a completion that scored above its baseline must get a positive advantage.")
+    return fail(f"values differ from the reference by up to {(out - want).abs().max().item():.3g} "
                  f"(rewards {R.tolist()}, k={k}).")
 
 
@@ -94,57 +94,57 @@ def _check_ppo(fn) -> Verdict:
     adv = torch.tensor([1.0] * 7 + [-2.0] * 7)
     eps = 0.2
     r = ratio.clone().requires_grad_(True)
-    out, bad = _as_tensor(fn(r, adv.clone(), eps), "ppo_clipped_loss")
+    out, bad = as_tensor(fn(r, adv.clone(), eps), "ppo_clipped_loss")
     if bad:
         return bad
     want = clipped_objective(ratio, adv, eps)
     if out.shape != want.shape:
-        return _fail(f"expected one loss per element, shape {tuple(want.shape)}, got {tuple(out.shape)} (no mean here).")
+        return fail(f"expected one loss per element, shape {tuple(want.shape)}, got {tuple(out.shape)} (no mean here).")
     o = out.detach()
     if torch.allclose(o, want, atol=1e-6):
         if not out.requires_grad:
-            return _fail("the values are right but no gradient flows to the ratio: keep the computation in torch.")
+            return fail("the values are right but no gradient flows to the ratio: keep the computation in torch.")
         out.sum().backward()
         rg = clipped_objective(ratio.clone().requires_grad_(True), adv, eps)
         want_grad = torch.where((rg.detach() == -ratio * adv), -adv, torch.zeros_like(adv))
         if r.grad is None or not torch.allclose(r.grad, want_grad, atol=1e-6):
-            return _fail("the values match but the gradient does not: use clamp on the ratio and torch.minimum.")
+            return fail("the values match but the gradient does not: use clamp on the ratio and torch.minimum.")
         return Verdict("PASS", "values and gradients match on 14 (ratio, advantage) cells, both signs of A.")
     if torch.allclose(o, -want, atol=1e-6):
-        return _fail("sign flipped: the loss is minus the clipped surrogate (we maximize the surrogate).")
+        return fail("sign flipped: the loss is minus the clipped surrogate (we maximize the surrogate).")
     if torch.allclose(o, -torch.maximum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv), atol=1e-6):
-        return _fail("you took the max of the two surrogates; PPO takes the min (the pessimistic bound).")
+        return fail("you took the max of the two surrogates; PPO takes the min (the pessimistic bound).")
     if torch.allclose(o, -(ratio.clamp(1 - eps, 1 + eps) * adv), atol=1e-6):
-        return _fail("only the clipped term: PPO takes the min of the clipped and unclipped surrogates, so large "
+        return fail("only the clipped term: PPO takes the min of the clipped and unclipped surrogates, so large "
                      "ratios that make things worse are still penalized.")
     if torch.allclose(o, -(ratio * adv), atol=1e-6):
-        return _fail("no clipping: this is the plain importance-weighted surrogate -r*A.")
-    return _fail(f"values differ from -min(r*A, clip(r, 1-eps, 1+eps)*A) by up to {(o - want).abs().max().item():.3g}.")
+        return fail("no clipping: this is the plain importance-weighted surrogate -r*A.")
+    return fail(f"values differ from -min(r*A, clip(r, 1-eps, 1+eps)*A) by up to {(o - want).abs().max().item():.3g}.")
 
 
 @register("grpo_bug_hunt")
 def _check_grpo_bug(answers) -> Verdict:
     """`answers` is a dict {"effect": key of GRPO_BUG_OPTIONS, "gradient": key of GRPO_BUG_GRADIENT_OPTIONS}."""
-    answers, bad = _answer_dict(answers, GRPO_BUG_ANSWERS, "{'effect': ..., 'gradient': ...}")
+    answers, bad = answer_dict(answers, GRPO_BUG_ANSWERS, "{'effect': ..., 'gradient': ...}")
     if bad:
         return bad
     if answers["effect"] not in GRPO_BUG_OPTIONS:
-        return _fail(f"'effect' must be one of {sorted(GRPO_BUG_OPTIONS)}, got {answers['effect']!r}.")
+        return fail(f"'effect' must be one of {sorted(GRPO_BUG_OPTIONS)}, got {answers['effect']!r}.")
     if answers["gradient"] not in GRPO_BUG_GRADIENT_OPTIONS:
-        return _fail(f"'gradient' must be one of {sorted(GRPO_BUG_GRADIENT_OPTIONS)}, got {answers['gradient']!r}.")
+        return fail(f"'gradient' must be one of {sorted(GRPO_BUG_GRADIENT_OPTIONS)}, got {answers['gradient']!r}.")
     if answers["effect"] == "ref":
-        return _fail("look at which two log-probs the KL term subtracts: neither comes from the reference model.")
+        return fail("look at which two log-probs the KL term subtracts: neither comes from the reference model.")
     if answers["effect"] == "old":
-        return _fail("it does compare pi_theta with pi_old, but check the sign: averaged over samples of pi_old, "
+        return fail("it does compare pi_theta with pi_old, but check the sign: averaged over samples of pi_old, "
                      "log pi_theta(y) - log pi_old(y) is -KL(pi_old || pi_theta), and the loss is minimized. "
                      "Look at what gradient descent on the term alone did to KL(pi_old || pi_theta) above.")
     if answers["effect"] == "nothing":
-        return _fail("its value is 0 while pi_theta = pi_old, but its gradient is not: compare the gradient cell above.")
+        return fail("its value is 0 while pi_theta = pi_old, but its gradient is not: compare the gradient cell above.")
     if answers["gradient"] == "forward":
-        return _fail("that is the gradient of a k3 penalty toward pi_ref (the last line of the gradient cell); the "
+        return fail("that is the gradient of a k3 penalty toward pi_ref (the last line of the gradient cell); the "
                      "term has no pi_ref in it.")
     if answers["gradient"] != "down":
-        return _fail("the value is 0 when new == old, but its gradient is d/dtheta of log pi_theta(y): "
+        return fail("the value is 0 when new == old, but its gradient is d/dtheta of log pi_theta(y): "
                      "run the gradient cell above and compare.")
     return Verdict("PASS", "its KL term rewards moving away from pi_old (in expectation it is -KL(pi_old || pi_theta)), "
                            "its gradient pushes sampled completions down, and nothing ties the policy to the reference.")

@@ -61,7 +61,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from toyenv.envs._sampling import sampling_generator
+from toyenv.envs.sampling import sampling_generator
 from toyenv.tokenizer import CHARACTERS, EOS_ID, PAD_ID
 from toyenv.utils import eval_mode
 

@@ -89,7 +89,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from toyenv.envs._sampling import sampling_generator
+from toyenv.envs.sampling import sampling_generator
 from toyenv.tokenizer import CHARACTERS
 from toyenv.utils import eval_mode
 
@@ -126,7 +126,6 @@ LANDMARKS = (
 _MAX_SEGMENT_LEN = 3
 _MAX_SEGMENTS = 3  # more would not fit the prompt budget
 _MAX_ROUTE_ATTEMPTS = 1000
-_ORACLE_STEPS_MAX = _MAX_SEGMENTS * (1 + _MAX_SEGMENT_LEN) + 1
 
 
 @dataclass(frozen=True)
@@ -324,7 +323,7 @@ def _check_num_segments(num_segments: Any) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _check_kind(action_space_kind: Any) -> str:
+def check_kind(action_space_kind: Any) -> str:
     if action_space_kind not in ACTION_SPACE_KINDS:
         raise ValueError(f"action_space_kind must be one of {ACTION_SPACE_KINDS}, got {action_space_kind!r}")
     return action_space_kind
@@ -346,7 +345,7 @@ def parse_action(text: Any, action_space_kind: str = "absolute") -> tuple[str | 
     Whitespace means ASCII space, tab, CR and newline (as in GeneralPoints' verifier); any other
     character outside printable ASCII, e.g. a no-break space, makes the answer malformed.
     """
-    kind = _check_kind(action_space_kind)
+    kind = check_kind(action_space_kind)
     if not isinstance(text, str):
         return None, f"malformed action: expected a string, got {type(text).__name__}"
     line = text[:10_000].strip(_WHITESPACE).split("\n", 1)[0].strip(_WHITESPACE)
@@ -408,7 +407,7 @@ class NavigationEnv(gym.Env):
         max_steps: int = 20,
     ) -> None:
         super().__init__()
-        self.action_space_kind = _check_kind(action_space_kind)
+        self.action_space_kind = check_kind(action_space_kind)
         self.grid_size = _check_int("grid_size", grid_size, 3, 20)
         self.num_segments = _check_num_segments(num_segments)
         self.max_steps = _check_int("max_steps", max_steps, 1)
@@ -495,7 +494,7 @@ class NavigationEnv(gym.Env):
 # --------------------------------------------------------------------------- datasets and evaluation
 
 
-def _oracle_episodes(n: int, kind: str, seed: int, env_kwargs: dict[str, Any] | None) -> list[list[_State]]:
+def oracle_episodes(n: int, kind: str, seed: int, env_kwargs: dict[str, Any] | None) -> list[list[_State]]:
     """Oracle trajectories of `n` routes: the routes of env.reset(seed=seed) and n-1 further reset()s."""
     env = NavigationEnv(action_space_kind=kind, **(env_kwargs or {}))
     episodes = []
@@ -513,8 +512,8 @@ def expert_dataset(
     Routes come from one seeded stream, so different seeds give (practically) disjoint sets;
     the same seed gives the same routes for either action space.
     """
-    kind = _check_kind(action_space_kind)
-    return [(s.prompt, s.action) for ep in _oracle_episodes(n_routes, kind, seed, env_kwargs) for s in ep]
+    kind = check_kind(action_space_kind)
+    return [(s.prompt, s.action) for ep in oracle_episodes(n_routes, kind, seed, env_kwargs) for s in ep]
 
 
 def evaluate(
@@ -540,8 +539,8 @@ def evaluate(
     `max_new_tokens` defaults to 32: the longest answer, ``turn_direction(slightly right)``,
     is 30 characters, plus EOS.
     """
-    kind = _check_kind(action_space_kind)
-    episodes = _oracle_episodes(n_episodes, kind, seed, env_kwargs)
+    kind = check_kind(action_space_kind)
+    episodes = oracle_episodes(n_episodes, kind, seed, env_kwargs)
     flat = [(e, s) for e, ep in enumerate(episodes) for s in ep]
     encoded = [tokenizer.encode(s.prompt, bos=True) for _, s in flat]
     completions: list[str] = []

@@ -35,14 +35,14 @@ import torch
 
 from .. import load_base
 from .. import reward_model as rmod
+from ..checkpoint import DATA_DIR
 from ..model import GPT
 from ..rl import AdaptiveKLController, RLConfig, general_points_task, train
 from ..tokenizer import Tokenizer
 from . import machine, twins
 from .proxy_reward import PROXY_PATH
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-STUDY_PATH = DATA / "kl_penalty.json"
+STUDY_PATH = DATA_DIR / "kl_penalty.json"
 EVAL_HANDS = 128           # hands of the fixed evaluation set ...
 EVAL_SAMPLES_PER_HAND = 2  # ... sampled twice each: 256 completions, enough same-hand pairs to test the proxy
 EVAL_DEAL_SEED = (1234, 99)

@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import load_base
+from ..checkpoint import DATA_DIR
 from ..envs import general_points as gp
 from ..model import GPT
 from ..rl import RLConfig, general_points_task, train
 from ..tokenizer import Tokenizer
 from . import machine, twins
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-STUDY_PATH = DATA / "policy_gradients.json"
+STUDY_PATH = DATA_DIR / "policy_gradients.json"
 ALGORITHMS = ("reinforce", "reinforce_baseline", "rloo", "grpo", "ppo")
 RULE = "ten"
 SERIES = ("reward", "kl", "entropy", "clip_frac")  # per-step histories the notebook plots and tabulates

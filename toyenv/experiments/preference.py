@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .. import load_base
+from ..checkpoint import DATA_DIR
 from ..dpo import PreferenceConfig, logratio_gaps, train_preference
 from ..envs import general_points as gp
 from ..kl import completion_kl
@@ -43,8 +44,7 @@ from ..reward_model import RewardConfig, RewardModel, pairwise_accuracy, score_t
 from ..tokenizer import Tokenizer
 from . import machine, yes_no
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-STUDY_PATH = DATA / "preference_study.json"
+STUDY_PATH = DATA_DIR / "preference_study.json"
 EVAL_SEED = 3        # deals for greedy evaluation
 MONITOR_SEED = 100   # held-out pairs watched during training (never trained on)
 

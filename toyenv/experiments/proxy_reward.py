@@ -26,11 +26,10 @@ import torch
 
 from .. import load_base, seed_everything
 from .. import reward_model as rmod
+from ..checkpoint import DATA_DIR
 from ..rl import general_points_task
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-PROXY_PATH = DATA / "proxy_rm.pt"
-PROXY_METRICS = DATA / "proxy_rm_metrics.json"
+PROXY_PATH = DATA_DIR / "proxy_rm.pt"
 SEED = 0
 
 

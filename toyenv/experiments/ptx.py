@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .. import load_base
+from ..checkpoint import DATA_DIR
 from ..envs import general_points as gp
 from ..model import GPT
 from ..pretrain import PretrainConfig, mixture
@@ -36,8 +37,7 @@ from ..train import SFTConfig, collate, completion_loss, encode_pairs, sft
 from ..utils import eval_mode
 from . import machine, yes_no
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-SWEEP_PATH = DATA / "ptx_sweep.json"
+SWEEP_PATH = DATA_DIR / "ptx_sweep.json"
 EVAL_SEED = 3  # deals for evaluation; RL samples its own fresh deals from its seed
 
 

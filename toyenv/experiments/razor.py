@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .. import load_base
+from ..checkpoint import DATA_DIR
 from ..envs import general_points as gp
 from ..envs import navigation as nav
 from ..kl import completion_kl
@@ -47,8 +48,7 @@ from ..train import SFTConfig, sft
 from ..utils import eval_mode
 from . import machine
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-RESULTS_PATH = DATA / "razor.json"
+RESULTS_PATH = DATA_DIR / "razor.json"
 EVAL_SEED = 6
 NEW_RULE = "ten"
 OLD_RULE = "ranked"
@@ -319,21 +319,6 @@ def headline(study: dict) -> list[str]:
             lines.append(f"RL forgets less than SFT, {skill}, {what} ({rl['n']} RL, {sft['n']} SFT): mean forgetting "
                          f"{r:+.3f} vs {s:+.3f}: {yes(r < s)}")
     return lines
-
-
-def label_offsets(x, y, log_x: bool = False, near: float = 0.04) -> list[tuple[int, int]]:
-    """Offsets in points for numbering the points (x, y) of a scatter so that labels of close points do not sit on
-    each other: a point within `near` (a fraction of each axis' range; x in log scale if `log_x`) of k earlier points
-    gets the k-th of right-above, right-below, left-above, left-below."""
-    x = np.log(np.asarray(x, float)) if log_x else np.asarray(x, float)
-    y = np.asarray(y, float)
-    sx, sy = max(np.ptp(x), 1e-12), max(np.ptp(y), 1e-12)
-    spots = [(4, 3), (4, -10), (-11, 3), (-11, -10)]
-    out = []
-    for i in range(len(x)):
-        k = sum(abs(x[j] - x[i]) < near * sx and abs(y[j] - y[i]) < near * sy for j in range(i))
-        out.append(spots[k % len(spots)])
-    return out
 
 
 def run_all(runs=RUNS, progress: bool = True) -> dict:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .. import load_base
+from ..checkpoint import DATA_DIR
 from ..envs import general_points as gp
 from ..envs import navigation as nav
 from ..kl import completion_kl
@@ -43,8 +44,7 @@ from ..train import SFTConfig, encode_pairs, sft
 from ..utils import eval_mode, seed_everything
 from . import machine
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-RESULTS_PATH = DATA / "sft_vs_rl.json"
+RESULTS_PATH = DATA_DIR / "sft_vs_rl.json"
 EVAL_SEED = 5      # held-out deals / routes for evaluation
 TASKS = ("general_points", "navigation")
 
