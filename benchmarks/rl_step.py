@@ -16,6 +16,7 @@ import time
 
 import toyenv
 from toyenv import rl
+from toyenv.tasks import general_points_task
 
 from .generate import machine
 
@@ -30,7 +31,7 @@ def measure(prompts: int = 8, generations: int = 8, steps: int = 10, algorithm: 
     toyenv.seed_everything(seed)
     base, tok = toyenv.load_base()
     policy = copy.deepcopy(base)
-    task = rl.general_points_task("ten")
+    task = general_points_task("ten")
     phases = {"sample": [], "score": []}
     original = rl.rollout
 

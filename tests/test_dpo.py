@@ -8,7 +8,7 @@ import torch
 from toyenv.dpo import LOSS_TYPES, PreferenceConfig, monitor, tabular_dpo, train_preference
 from toyenv.preference import GradedPair, general_points_pairs
 from toyenv.reward_model import PreferencePair
-from toyenv.rl import kl_regularized_optimum
+from toyenv.kl import kl_regularized_optimum
 
 
 @pytest.fixture(scope="module")

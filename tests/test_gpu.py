@@ -8,6 +8,7 @@ import torch
 import toyenv
 from toyenv import rl
 from toyenv.rl import RLConfig
+from toyenv.tasks import general_points_task
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 
@@ -42,7 +43,7 @@ def test_kv_cache_greedy_decoding_matches_no_cache_on_the_gpu(cuda_base):
 def test_an_rl_run_trains_on_the_gpu(cuda_base):
     model, tok = cuda_base
     policy = copy.deepcopy(model)
-    task = rl.general_points_task("ten")
+    task = general_points_task("ten")
     cfg = RLConfig(algorithm="grpo", max_steps=3, num_prompts=2, num_generations=4, max_new_tokens=8, beta=0.05,
                    kl_in="loss", seed=0)
     h = rl.train(policy, model, task, cfg, tok, progress=False)

@@ -9,8 +9,9 @@ import torch
 
 from toyenv import GPT, GPTConfig, Tokenizer
 from toyenv import rl
-from toyenv.kl import k3
-from toyenv.rl import AdaptiveKLController, RLConfig, Task, advantages, clipped_objective
+from toyenv.kl import k3, kl_regularized_optimum
+from toyenv.rl import AdaptiveKLController, RLConfig, advantages, clipped_objective
+from toyenv.tasks import Task, general_points_task, navigation_task
 
 
 # ----------------------------------------------------------------------------------------- advantages
@@ -88,7 +89,6 @@ def test_adaptive_kl_controller_rule():
 def test_config_defaults_and_errors():
     assert RLConfig(kl_in="reward").kl_estimator == "k1"
     assert RLConfig(kl_in="loss").kl_estimator == "k3"
-    assert RLConfig(beta=0.05).kl_coef == 0.05
     assert RLConfig(num_prompts=4, num_generations=16).batch_size == 64
     for bad in (dict(algorithm="dqn"), dict(kl_in="both"), dict(kl_estimator="k4"), dict(num_generations=1),
                 dict(max_steps=0), dict(learning_rate=0.0), dict(beta=-1.0), dict(num_minibatches=1000)):
@@ -99,7 +99,7 @@ def test_config_defaults_and_errors():
 # ----------------------------------------------------------------------------------------- rollouts and runs
 def _letter_task(letter: str = "1") -> Task:
     """GeneralPoints prompts; reward 1 when the completion starts with `letter` (trivially learnable)."""
-    gp_task = rl.general_points_task("ten")
+    gp_task = general_points_task("ten")
 
     def reward_fn(prompts, completions, infos):
         return [1.0 if c.startswith(letter) else 0.0 for c in completions]
@@ -110,7 +110,7 @@ def _letter_task(letter: str = "1") -> Task:
 def test_navigation_task_scores_against_the_oracle():
     from toyenv.envs import navigation as nav
 
-    task = rl.navigation_task("relative")
+    task = navigation_task("relative")
     prompts, infos = task.sample_prompts(np.random.default_rng(3), 6)
     assert (prompts, infos) == task.sample_prompts(np.random.default_rng(3), 6)  # seeded by the rng
     assert all(p.startswith("Turns: relative") for p in prompts)
@@ -121,13 +121,13 @@ def test_navigation_task_scores_against_the_oracle():
     scores = task.reward_fn(prompts, garbage, infos)
     assert all(s in (1.0, -1.0) for s in scores) and scores[0] == scores[1] == scores[2] == -1.0
     with pytest.raises(ValueError):
-        rl.navigation_task("diagonal")
+        navigation_task("diagonal")
 
 
 def test_rollout_groups_and_masks(base):
     model, tok = base
     cfg = RLConfig(num_prompts=3, num_generations=4, max_new_tokens=12)
-    ro = rl.rollout(model, rl.general_points_task("ten"), tok, cfg, np.random.default_rng(0),
+    ro = rl.rollout(model, general_points_task("ten"), tok, cfg, np.random.default_rng(0),
                     torch.Generator().manual_seed(0))
     assert len(ro.prompts) == 12 and all(ro.prompts[i] == ro.prompts[i // 4 * 4] for i in range(12))
     assert len(set(ro.prompts)) == 3
@@ -255,12 +255,12 @@ def test_kl_regularized_optimum_maximizes_the_objective():
         return (logits.softmax(-1) * r).sum() - beta * exact_categorical(logits, ref)
 
     for beta in (0.1, 1.0, 10.0):
-        best = rl.kl_regularized_optimum(ref, r, beta)
+        best = kl_regularized_optimum(ref, r, beta)
         assert torch.allclose(best.exp().sum(), torch.tensor(1.0, dtype=torch.float64))
         for _ in range(20):  # no random perturbation does better
             other = best + 0.3 * torch.randn(6, generator=g, dtype=torch.float64)
             assert objective(best, beta) >= objective(other, beta) - 1e-12
-    assert rl.kl_regularized_optimum(ref, r, 1e-4).exp().argmax() == r.argmax()  # beta -> 0: the best action
-    assert torch.allclose(rl.kl_regularized_optimum(ref, r, 1e6), ref.log_softmax(-1), atol=1e-4)  # -> reference
+    assert kl_regularized_optimum(ref, r, 1e-4).exp().argmax() == r.argmax()  # beta -> 0: the best action
+    assert torch.allclose(kl_regularized_optimum(ref, r, 1e6), ref.log_softmax(-1), atol=1e-4)  # -> reference
     with pytest.raises(ValueError):
-        rl.kl_regularized_optimum(ref, r, 0.0)
+        kl_regularized_optimum(ref, r, 0.0)

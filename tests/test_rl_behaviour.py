@@ -18,6 +18,7 @@ import torch
 from toyenv import GPT, GPTConfig, Tokenizer
 from toyenv import rl
 from toyenv.rl import AdaptiveKLController, RLConfig, advantages
+from toyenv.tasks import Task
 from recording import RecordingSGD
 
 TOK = Tokenizer()
@@ -29,7 +30,7 @@ def _reward(prompts, completions, infos):
     return [float(sum(map(ord, c)) % 7) - 3.0 for c in completions]
 
 
-TASK = rl.Task(lambda rng, n: (list(PROMPTS[:n]), [{} for _ in range(n)]), _reward, name="hashed characters")
+TASK = Task(lambda rng, n: (list(PROMPTS[:n]), [{} for _ in range(n)]), _reward, name="hashed characters")
 
 # The KL estimators as Schulman's note writes them, with log r = log π_ref − log π at the sampled token.
 KL = {

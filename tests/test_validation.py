@@ -17,7 +17,7 @@ from toyenv.dpo import PreferenceConfig, train_preference
 from toyenv.pretrain import PretrainConfig
 from toyenv.reward_model import PreferencePair, RewardConfig, RewardModel, train_reward_model
 from toyenv.rl import RLConfig
-from toyenv.tasks import reverse_dataset
+from toyenv.tasks import Task, reverse_dataset
 from toyenv.train import SFTConfig, sft
 
 TOK = Tokenizer()
@@ -31,7 +31,7 @@ def _gpt(seed=0):
 
 def _task():
     """Short prompts and a reward that differs between completions (their length), so advantages are not zero."""
-    return rl.Task(lambda rng, n: (["ab:"] * n, [{}] * n), lambda p, c, i: [float(len(x)) for x in c], name="len")
+    return Task(lambda rng, n: (["ab:"] * n, [{}] * n), lambda p, c, i: [float(len(x)) for x in c], name="len")
 
 
 def _pairs(n=8):

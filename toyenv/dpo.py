@@ -224,7 +224,7 @@ def tabular_dpo(ref_logits: torch.Tensor, rewards: torch.Tensor, beta: float, st
         h_ij = log π(i)/π_ref(i) − log π(j)/π_ref(j),
 
     minimized with Adam over free logits starting at the reference. Its minimum has β h_ij = r_i − r_j for every
-    pair, i.e. π ∝ π_ref · exp(r / β): the KL-regularized optimum (`toyenv.rl.kl_regularized_optimum`) that DPO's
+    pair, i.e. π ∝ π_ref · exp(r / β): the KL-regularized optimum (`toyenv.kl.kl_regularized_optimum`) that DPO's
     derivation starts from, reached without any reward model or sampling.
     """
     if not beta > 0:

@@ -151,3 +151,15 @@ def completion_kl(
             per_position = (logp.exp() * (logp - logq)).sum(-1)  # (B, T-1): position t predicts token t+1
             out.append((per_position * gen_mask[:, 1:].to(per_position.dtype)).sum(-1))
     return torch.cat(out).cpu()
+
+
+def kl_regularized_optimum(ref_logits: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """The policy that maximizes E_π[r] − β KL(π ‖ π_ref) over a finite action set: π* ∝ π_ref · exp(r / β).
+
+    Returns its log-probabilities (same shape as `ref_logits`, normalized over the last axis). β → 0 puts all mass on
+    the best action; β → ∞ returns π_ref. (Setting the derivative of Σ π r − β Σ π log(π/π_ref) to zero under
+    Σ π = 1 gives log π = log π_ref + r/β − log Z; this is also the optimum that DPO's derivation starts from.)
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0 (beta = 0 has no unique optimum), got {beta}")
+    return torch.log_softmax(torch.log_softmax(ref_logits, -1) + rewards / beta, dim=-1)

@@ -6,7 +6,7 @@ policy's log-ratio to a reference model. Write
     h = (log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r))
 
 for that log-ratio gap (sequence log-probs: see `sequence_logprob`). β·log π/π_ref is the reward implied by
-the KL-regularized optimum π* ∝ π_ref · exp(r / β) (`toyenv.rl.kl_regularized_optimum`), so β·h is the
+the KL-regularized optimum π* ∝ π_ref · exp(r / β) (`toyenv.kl.kl_regularized_optimum`), so β·h is the
 policy's *implicit* reward gap. The losses differ in what they ask of it, and that is where their
 regularization lives:
 
@@ -44,7 +44,7 @@ from .envs import general_points as gp
 from .envs.sampling import sampling_generator
 from .model import GPT, token_logprobs
 from .reward_model import PreferencePair, bradley_terry_loss
-from .rl import Task, general_points_task
+from .tasks import Task, general_points_task
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .train import collate, encode_pairs
 from .utils import eval_mode
@@ -483,7 +483,7 @@ def general_points_pairs(
     batch_size: int = 64,
     max_rounds: int = 4,
 ) -> list[GradedPair]:
-    """`n` GradedPairs on fresh GeneralPoints hands, graded by the verifier (`toyenv.rl.general_points_task`).
+    """`n` GradedPairs on fresh GeneralPoints hands, graded by the verifier (`toyenv.tasks.general_points_task`).
 
     Without `model`, each hand gets a pool built from the environment: the expert answer (+5) and corruptions of
     it graded "wrong_value" (−1, one operator changed), "wrong_numbers" (−2, one number off by one) and "illegal"

@@ -36,7 +36,7 @@ penalty uses), the policy's entropy, β, and a few samples.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from .kl import KL_ESTIMATORS, estimator, exact_categorical
 from .model import GPT, next_token_logprobs
+from .tasks import Task
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .train import adamw, collate, completion_loss, encode_pairs
 from .utils import eval_mode, progress_bar
@@ -55,9 +56,8 @@ KL_PLACES = ("reward", "loss")
 CLIPPED = ("grpo", "ppo")
 
 __all__ = [
-    "RLConfig", "Task", "AdaptiveKLController", "FixedKLController", "train", "rollout", "advantages",
-    "clipped_objective", "sequence_logprobs", "general_points_task", "navigation_task", "kl_regularized_optimum",
-    "ALGORITHMS",
+    "RLConfig", "AdaptiveKLController", "FixedKLController", "train", "rollout", "advantages", "clipped_objective",
+    "sequence_logprobs", "ALGORITHMS",
 ]
 
 
@@ -109,11 +109,6 @@ class RLConfig:
         check_number(self, ("beta", "epsilon", "ptx_coef", "weight_decay"), at_least=0)
 
     @property
-    def kl_coef(self) -> float:
-        """TRL's PPO/RLOO name for `beta`."""
-        return self.beta
-
-    @property
     def batch_size(self) -> int:
         return self.num_prompts * self.num_generations
 
@@ -148,71 +143,6 @@ class AdaptiveKLController:
         error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_steps / self.horizon
         return self.value
-
-
-def kl_regularized_optimum(ref_logits: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
-    """The policy that maximizes E_π[r] − β KL(π ‖ π_ref) over a finite action set: π* ∝ π_ref · exp(r / β).
-
-    Returns its log-probabilities (same shape as `ref_logits`, normalized over the last axis). β → 0 puts all mass on
-    the best action; β → ∞ returns π_ref. (Setting the derivative of Σ π r − β Σ π log(π/π_ref) to zero under
-    Σ π = 1 gives log π = log π_ref + r/β − log Z; this is also the optimum that DPO's derivation starts from.)
-    """
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0 (beta = 0 has no unique optimum), got {beta}")
-    return torch.log_softmax(torch.log_softmax(ref_logits, -1) + rewards / beta, dim=-1)
-
-
-# --------------------------------------------------------------------------- tasks
-@dataclass
-class Task:
-    """What to train on: where prompts come from and how completions are scored.
-
-    sample_prompts(rng: np.random.Generator, n) -> (prompts: list[str], infos: list[dict])
-    reward_fn(prompts, completions, infos) -> list[float]   (untrusted completions: never raise on garbage)
-    """
-
-    sample_prompts: Callable[[np.random.Generator, int], tuple[list[str], list[dict]]]
-    reward_fn: Callable[[Sequence[str], Sequence[str], Sequence[dict]], Sequence[float]]
-    name: str = "task"
-
-    def with_reward(self, reward_fn: Callable, name: str | None = None) -> "Task":
-        """The same prompts scored by another reward (e.g. a proxy reward model instead of the verifier)."""
-        return replace(self, reward_fn=reward_fn, name=name or self.name)
-
-
-def general_points_task(face_card_rule: str = "ten", target: int = 24) -> Task:
-    """GeneralPoints hands (fresh deals) scored by the verifier: +5 correct, −1/−2/−3 for the failure kinds."""
-    from .envs import general_points as gp
-
-    def sample_prompts(rng: np.random.Generator, n: int) -> tuple[list[str], list[dict]]:
-        hands = [gp.deal(rng, face_card_rule, target) for _ in range(n)]
-        infos = [{"cards": h, "face_card_rule": face_card_rule, "target": target} for h in hands]
-        return [gp.make_prompt(h, face_card_rule, target) for h in hands], infos
-
-    def reward_fn(prompts, completions, infos) -> list[float]:
-        return gp.rollout_rewards(completions, infos)
-
-    return Task(sample_prompts, reward_fn, name=f"general_points[{face_card_rule}]")
-
-
-def navigation_task(action_space_kind: str = "absolute", routes_per_call: int = 4) -> Task:
-    """Navigation steps scored against the oracle: +1 for the oracle action, −1 for anything else.
-
-    Prompts are states of fresh oracle routes (one state per prompt, drawn from `routes_per_call` routes per call),
-    so RL here is on single steps with the oracle's history, the setting `navigation.evaluate` scores per step."""
-    from .envs import navigation as nav
-
-    kind = nav.check_kind(action_space_kind)
-
-    def sample_prompts(rng: np.random.Generator, n: int) -> tuple[list[str], list[dict]]:
-        states = [s for ep in nav.oracle_episodes(routes_per_call, kind, int(rng.integers(2**31)), None) for s in ep]
-        picks = rng.integers(len(states), size=n)
-        return [states[i].prompt for i in picks], [{"expected": states[i].action, "kind": kind} for i in picks]
-
-    def reward_fn(prompts, completions, infos) -> list[float]:
-        return [1.0 if nav.parse_action(c, i["kind"])[0] == i["expected"] else -1.0 for c, i in zip(completions, infos)]
-
-    return Task(sample_prompts, reward_fn, name=f"navigation[{kind}]")
 
 
 # --------------------------------------------------------------------------- pieces of the update

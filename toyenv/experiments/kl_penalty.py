@@ -37,7 +37,8 @@ from .. import load_base
 from .. import reward_model as rmod
 from ..checkpoint import DATA_DIR
 from ..model import GPT
-from ..rl import AdaptiveKLController, RLConfig, general_points_task, train
+from ..rl import AdaptiveKLController, RLConfig, train
+from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
 from . import machine, twins
 from .proxy_reward import PROXY_PATH

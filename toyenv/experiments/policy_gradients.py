@@ -30,7 +30,8 @@ from .. import load_base
 from ..checkpoint import DATA_DIR
 from ..envs import general_points as gp
 from ..model import GPT
-from ..rl import RLConfig, general_points_task, train
+from ..rl import RLConfig, train
+from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
 from . import machine, twins
 

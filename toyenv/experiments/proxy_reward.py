@@ -27,7 +27,7 @@ import torch
 from .. import load_base, seed_everything
 from .. import reward_model as rmod
 from ..checkpoint import DATA_DIR
-from ..rl import general_points_task
+from ..tasks import general_points_task
 
 PROXY_PATH = DATA_DIR / "proxy_rm.pt"
 SEED = 0

@@ -31,7 +31,8 @@ from ..checkpoint import DATA_DIR
 from ..envs import general_points as gp
 from ..model import GPT
 from ..pretrain import PretrainConfig, mixture
-from ..rl import RLConfig, general_points_task, train
+from ..rl import RLConfig, train
+from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
 from ..train import SFTConfig, collate, completion_loss, encode_pairs, sft
 from ..utils import eval_mode

@@ -42,7 +42,8 @@ from ..envs import general_points as gp
 from ..envs import navigation as nav
 from ..kl import completion_kl
 from ..model import GPT
-from ..rl import RLConfig, general_points_task, train
+from ..rl import RLConfig, train
+from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
 from ..train import SFTConfig, sft
 from ..utils import eval_mode

@@ -38,7 +38,8 @@ from ..envs import general_points as gp
 from ..envs import navigation as nav
 from ..kl import completion_kl
 from ..model import GPT, GPTConfig
-from ..rl import RLConfig, Task, general_points_task, navigation_task, train
+from ..rl import RLConfig, train
+from ..tasks import Task, general_points_task, navigation_task
 from ..tokenizer import Tokenizer
 from ..train import SFTConfig, encode_pairs, sft
 from ..utils import eval_mode, seed_everything
