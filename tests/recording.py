@@ -17,6 +17,7 @@ class RecordingSGD:
         self.param_groups = [{"params": self.params, "lr": 0.0 if lr is None else lr}]
         self.lr = lr
         self.steps = []
+        self.lrs = []  # the learning rate the trainer had set on the group when it stepped
 
     @property
     def grads(self):
@@ -30,6 +31,7 @@ class RecordingSGD:
     def step(self):
         grad = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in self.params])
         self.steps.append(([p.detach().clone() for p in self.params], grad))
+        self.lrs.append(self.param_groups[0]["lr"])
         if self.lr is not None:
             for p in self.params:
                 if p.grad is not None:

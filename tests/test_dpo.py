@@ -62,6 +62,16 @@ def test_rpo_and_rebel_need_rewards(small_model):
             train_preference(copy.deepcopy(small_model), plain, _cfg(loss_type), progress=False)
     # DPO only needs the order
     train_preference(copy.deepcopy(small_model), plain, _cfg("dpo", max_steps=1), progress=False)
+    # one missing reward is enough to refuse, and the message names the pair; a pair type without the attribute
+    # at all is refused the same way (not with an AttributeError)
+    from types import SimpleNamespace
+    half = [GradedPair("c:", "a", "b", "better", 5.0, -1.0),
+            SimpleNamespace(prompt="c:", chosen="a", rejected="b", reward_chosen=5.0, reward_rejected=None)]
+    no_attr = [SimpleNamespace(prompt="c:", chosen="a", rejected="b", reward_chosen=5.0)]
+    for bad in (half, no_attr):
+        with pytest.raises(ValueError, match=r"pairs\[%d\] has no reward_chosen / reward_rejected: RPO and REBEL"
+                           % (len(bad) - 1)):
+            train_preference(copy.deepcopy(small_model), bad, _cfg("rpo"), progress=False)
 
 
 def test_train_preference_rejects_empty_data(small_model):
@@ -139,3 +149,24 @@ def test_dpo_nll_logs_the_length_normalized_nll_of_the_chosen(small_model):
     assert h["nll"][0] == pytest.approx(sum(nll) / 2, rel=1e-4)
     assert h["dpo"][0] == pytest.approx(math.log(2), rel=1e-6)  # the policy starts as its own reference: h = 0
     assert h["loss"][0] == pytest.approx(math.log(2) + sum(nll) / 2, rel=1e-4)  # alpha = 1
+
+
+def test_history_keeps_the_config_the_eval_and_the_schedule_the_optimizer_used(small_model, pairs, monkeypatch):
+    """history["config"] is the config as a dict; eval_fn sees the policy being trained and its numbers land in
+    history["eval"]; and the learning rate on the optimizer at each step is the scheduled one the history logs
+    (warmup: it changes from step to step, so a schedule that never reached the optimizer would show)."""
+    from dataclasses import asdict
+
+    from recording import RecordingSGD
+    from toyenv import dpo
+
+    opts = []
+    monkeypatch.setattr(dpo, "adamw", lambda model, lr, wd: opts.append(RecordingSGD(model)) or opts[-1])
+    policy = copy.deepcopy(small_model)
+    seen = []
+    cfg = PreferenceConfig(loss_type="dpo", max_steps=3, batch_size=4, learning_rate=1e-3, warmup_steps=3,
+                           eval_every=0)
+    h = train_preference(policy, pairs, cfg, eval_fn=lambda m: seen.append(m) or {"probe": 7.0}, progress=False)
+    assert h["config"] == asdict(cfg)
+    assert seen and all(m is policy for m in seen) and all(row["probe"] == 7.0 for _, row in h["eval"])
+    assert opts[0].lrs == h["lr"] and len(set(h["lr"])) == 3

@@ -101,6 +101,8 @@ def test_per_token_and_reduction():
     assert reduce_kl(per_tok, mask, "sum").tolist() == [1.5]
     assert reduce_kl(per_tok, mask, "mean").tolist() == [0.75]
     assert reduce_kl(per_tok, mask, "none").shape == (1, 4)
+    # "none" zeroes what the mask leaves out (and keeps the rest as it is)
+    assert reduce_kl(torch.tensor([[2.0, 3.0]]), torch.tensor([[True, False]]), "none").tolist() == [[2.0, 0.0]]
     with pytest.raises(ValueError, match="reduction"):
         reduce_kl(per_tok, mask, "max")
 

@@ -364,3 +364,134 @@ def test_sampled_pairs_from_a_real_gpt_run_and_are_deterministic():
         first, second = general_points_pairs(**kwargs), general_points_pairs(**kwargs)
     assert first == second and len(first) <= 4
     assert all(p.reward_chosen > p.reward_rejected for p in first)
+
+
+class _SameAnswerModel(torch.nn.Module):
+    """Stands in for a policy: records each generate call and answers nothing (every sample graded "illegal")."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def generate(self, ids, max_new_tokens, **kw):
+        self.calls.append((ids, kw))
+        rows = len(ids) * kw["num_return_sequences"]
+        return torch.full((rows, 1 + max_new_tokens), PAD_ID), torch.zeros(rows, 1 + max_new_tokens, dtype=torch.bool)
+
+
+def test_sampled_pairs_deal_at_most_max_rounds_times_n_hands_and_sample_as_asked():
+    """n = 1, max_rounds = 3, batch_size = 2: hands come in batches of 2 then 1 (3 in all), each prompt starts with
+    BOS, and the sampler passes the temperature, EOS, PAD and the number of samples per hand through. Every sample
+    gets the same reward, so no pair can be made: an empty list and a warning that counts the 3 hands."""
+    from toyenv.tokenizer import BOS_ID, EOS_ID
+
+    model = _SameAnswerModel()
+    with pytest.warns(UserWarning, match="only 0 of the 1 requested pairs from 3 hands"):
+        pairs = general_points_pairs(1, seed=0, model=model, num_samples=2, temperature=0.7, max_new_tokens=5,
+                                     batch_size=2, max_rounds=3)
+    assert pairs == []
+    assert [len(ids) for ids, _ in model.calls] == [2, 1]
+    assert all(row[0] == BOS_ID for ids, _ in model.calls for row in ids)
+    for _, kw in model.calls:
+        assert kw["temperature"] == 0.7 and kw["eos_id"] == EOS_ID and kw["pad_id"] == PAD_ID
+        assert kw["num_return_sequences"] == 2
+
+
+def test_margin_loss_refuses_mismatched_shapes_and_names_the_margin_rule():
+    with pytest.raises(ValueError, match="shape"):
+        margin_bt_loss(torch.zeros(3), torch.zeros(2))
+    with pytest.raises(ValueError, match="shape"):
+        margin_bt_loss(torch.zeros(2), torch.zeros(3))
+    with pytest.raises(ValueError, match="margins must be finite and >= 0"):
+        margin_bt_loss(torch.zeros(2), torch.zeros(2), -1.0)
+
+
+def test_a_graded_pair_keeps_prompt_texts_and_info_as_a_preference_pair():
+    g = GradedPair("c:", "good", "bad", "better", -1.0, -3.0, info={"kind": "x"})
+    p = g.as_preference_pair()  # Llama 2's small table by default: "better" is 2/3 (stored as float32)
+    assert (p.prompt, p.chosen, p.rejected, p.info) == ("c:", "good", "bad", {"kind": "x"})
+    assert p.margin == pytest.approx(2 / 3)
+    assert g.as_preference_pair("large").margin == 2.0
+
+
+def test_rpo_defaults_and_refusals():
+    T = torch.tensor
+    args = (T([-1.0, -2.0]), T([-3.0, -1.0]), T([-1.5, -1.5]), T([-2.0, -2.0]), T([5.0, -1.0]), T([-1.0, -3.0]))
+    assert torch.equal(rpo_loss(*args, beta=0.1), rpo_loss(*args, beta=0.1, eta=1.0, divergence="bce"))  # defaults
+    with pytest.raises(ValueError, match="beta"):
+        rpo_loss(*args, beta=0.0)
+    # the rewards must match the batch, each of them
+    for k in (4, 5):
+        bad = list(args)
+        bad[k] = T([1.0, 2.0, 3.0])
+        with pytest.raises(ValueError, match="shape"):
+            rpo_loss(*bad, beta=0.1)
+
+
+def test_strength_counts_names_the_bad_pair():
+    good = GradedPair("c:", "a", "b", "better", -1.0, -3.0)
+    with pytest.raises(ValueError, match=r"pairs\[1\]\.strength must be one of"):
+        strength_counts([good, GradedPair.__new__(GradedPair)])
+
+
+def _corruptions(expert: str) -> dict[str, set[str]]:
+    """Every corruption of an expert answer "expr=claim" that the docstrings promise, written out independently:
+    wrong_value: one operator swapped for another, or all numbers joined by + or by *; wrong_numbers: one number
+    off by exactly one (and still >= 1); illegal: cut right after an operator, an operator doubled, a unary minus
+    in front, or nothing."""
+    import re
+
+    expr, claim = expert.split("=")
+    ops = [i for i, ch in enumerate(expr) if ch in "+-*/"]
+    value = {expr[:i] + op + expr[i + 1:] for i in ops for op in "+-*/" if op != expr[i]}
+    numbers = re.findall(r"\d+", expr)
+    value |= {"+".join(numbers), "*".join(numbers)}
+    off_by_one = {expr[:m.start()] + str(int(m.group()) + d) + expr[m.end():]
+                  for m in re.finditer(r"\d+", expr) for d in (1, -1) if int(m.group()) + d >= 1}
+    illegal = {expr[:i + 1] for i in ops} | {expr[:i] + expr[i] * 2 + expr[i + 1:] for i in ops} | {"-" + expr, ""}
+    return {"correct": {expert}, "wrong_value": {v + "=" + claim for v in value},
+            "wrong_numbers": {v + "=" + claim for v in off_by_one}, "illegal": illegal}
+
+
+def test_pool_pairs_are_graded_as_documented():
+    """300 pool pairs: each answer is the expert's or one of its documented corruptions, the info records each
+    side's verdict and the noiseless strength, and the label is that strength unless the annotator was unsure."""
+    pairs = general_points_pairs(300, seed=3, unsure_rate=0.3)
+    kinds, signs = set(), set()
+    for p in pairs:
+        cards = p.info["cards"]
+        forms = _corruptions(gp.expert_answer(cards, "ten", 24))
+        for side, text in (("chosen", p.chosen), ("rejected", p.rejected)):
+            kind = gp.verify(cards, text, "ten", 24).kind
+            assert p.info["kind_" + side] == kind, (p, side)
+            assert text in forms[kind], (text, kind, gp.expert_answer(cards, "ten", 24))
+            kinds.add(kind)
+        assert p.info["gap_strength"] == strength_for_gap(p.reward_chosen - p.reward_rejected)
+        assert p.strength == ("negligibly_better" if p.info["unsure"] else p.info["gap_strength"])
+        if p.info["kind_rejected"] == "wrong_numbers":
+            import re
+            a = [int(x) for x in re.findall(r"\d+", gp.expert_answer(cards, "ten", 24).split("=")[0])]
+            b = [int(x) for x in re.findall(r"\d+", p.rejected.split("=")[0])]
+            signs |= {y - x for x, y in zip(a, b) if x != y}
+    assert kinds == {"correct", "wrong_value", "wrong_numbers", "illegal"}
+    assert signs == {1, -1}  # cards are moved both up and down
+    assert 0 < sum(p.info["unsure"] for p in pairs) < 300
+
+
+def test_general_points_pairs_settings_at_their_boundaries():
+    for bad, match in ((dict(n=0), "n must be an int >= 1"), (dict(n=True), "n must be an int >= 1"),
+                       (dict(unsure_rate=1.01), r"unsure_rate must be a probability in \[0, 1\]"),
+                       (dict(face_card_rule="aces"), "face_card_rule must be one of"),
+                       (dict(model=_SameAnswerModel(), num_samples=1), "num_samples must be >= 2"),
+                       (dict(model=_SameAnswerModel(), batch_size=0), "batch_size and max_rounds must be >= 1"),
+                       (dict(model=_SameAnswerModel(), max_rounds=0), "batch_size and max_rounds must be >= 1")):
+        with pytest.raises(ValueError, match=match):
+            general_points_pairs(**{"n": 1, **bad})
+    # the smallest allowed values work
+    assert [p.strength for p in general_points_pairs(3, unsure_rate=1.0)] == ["negligibly_better"] * 3
+    with pytest.warns(UserWarning):
+        assert general_points_pairs(1, model=_SameAnswerModel(), num_samples=2, batch_size=1, max_rounds=1) == []
+    # another target reaches the task: the pool's answers are graded against 10, not 24
+    for p in general_points_pairs(20, seed=1, target=10):
+        assert p.info["target"] == 10
+        assert gp.verify(p.info["cards"], p.chosen, "ten", 10).kind == p.info["kind_chosen"]

@@ -262,5 +262,13 @@ def test_kl_regularized_optimum_maximizes_the_objective():
             assert objective(best, beta) >= objective(other, beta) - 1e-12
     assert kl_regularized_optimum(ref, r, 1e-4).exp().argmax() == r.argmax()  # beta -> 0: the best action
     assert torch.allclose(kl_regularized_optimum(ref, r, 1e6), ref.log_softmax(-1), atol=1e-4)  # -> reference
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="beta must be > 0"):
         kl_regularized_optimum(ref, r, 0.0)
+
+
+def test_adaptive_controller_refuses_each_non_positive_setting():
+    AdaptiveKLController(init_kl_coef=0.1, target=6.0, horizon=1)  # the smallest horizon is fine
+    for bad in (dict(init_kl_coef=0.0), dict(target=0.0), dict(horizon=0), dict(target=-1.0)):
+        kw = {**dict(init_kl_coef=0.1, target=6.0, horizon=100), **bad}
+        with pytest.raises(ValueError, match="AdaptiveKLController needs init_kl_coef, target and horizon > 0"):
+            AdaptiveKLController(**kw)
