@@ -170,3 +170,23 @@ def test_history_keeps_the_config_the_eval_and_the_schedule_the_optimizer_used(s
     assert h["config"] == asdict(cfg)
     assert seen and all(m is policy for m in seen) and all(row["probe"] == 7.0 for _, row in h["eval"])
     assert opts[0].lrs == h["lr"] and len(set(h["lr"])) == 3
+
+
+def test_each_epoch_visits_every_pair_once(small_model, monkeypatch):
+    """batch_size 1 and 4 pairs with different chosen answers, over 3 epochs, with an optimizer that moves nothing:
+    each step's logged chosen log-prob is one pair's (scored independently), and each epoch of 4 steps logs every
+    pair exactly once."""
+    from recording import RecordingSGD
+    from toyenv import dpo
+    from toyenv.preference import pair_logprobs
+
+    monkeypatch.setattr(dpo, "adamw", lambda model, lr, wd: RecordingSGD(model))
+    four = [PreferencePair("c:", chosen, "x") for chosen in ("1+2", "3*4", "56-7", "8/9+10")]
+    policy = copy.deepcopy(small_model)
+    want = pair_logprobs(policy, four)[0].tolist()
+    assert len({round(w, 4) for w in want}) == 4
+    cfg = PreferenceConfig(loss_type="dpo", max_steps=12, batch_size=1, warmup_steps=0, eval_every=0, seed=5)
+    got = train_preference(policy, four, cfg, progress=False)["chosen_logp"]
+    for epoch in range(3):
+        seen = sorted(round(g, 4) for g in got[4 * epoch: 4 * epoch + 4])
+        assert seen == sorted(round(w, 4) for w in want), epoch
