@@ -2,8 +2,8 @@
 
     python -m benchmarks.rl_step [--prompts 8] [--generations 8] [--steps 10] [--algorithm grpo]
 
-Runs `toyenv.rl.train` on GeneralPoints (verifier reward) with a KL penalty to the base model, and prints the
-median step time with its phases: sampling (KV cache), scoring, and the rest (old/reference log-probs,
+Runs `toyenv.trainers.rl.train` on GeneralPoints (verifier reward) with a KL penalty to the base model, and prints
+the median step time with its phases: sampling (KV cache), scoring, and the rest (old/reference log-probs,
 advantages, the update). The first step is a warm-up and is not counted. `measure` returns the numbers
 (`python -m benchmarks.run` puts them in its table).
 """
@@ -15,7 +15,7 @@ import statistics
 import time
 
 import toyenv
-from toyenv import rl
+from toyenv.trainers import rl
 from toyenv.tasks import general_points_task
 
 from .generate import machine
@@ -47,7 +47,7 @@ def measure(prompts: int = 8, generations: int = 8, steps: int = 10, algorithm: 
                           num_generations=generations, max_new_tokens=max_new_tokens, beta=0.05,
                           learning_rate=1e-5, seed=seed)
         t0 = time.perf_counter()
-        h = rl.train(policy, base, task, cfg, tok, progress=False)
+        h = rl.train(policy, task, cfg, tok, ref=base, progress=False)
         total = time.perf_counter() - t0
     finally:
         rl.rollout = original

@@ -216,7 +216,7 @@ def step_rows(s: Sizes, verdict: Verdict, notes: list[str]) -> list[Row]:
     rl = rl_step.measure(s.rl_prompts, s.rl_generations, s.rl_steps, max_new_tokens=s.rl_new)
     progress("one SFT step ...")
     sft = sft_step.measure(s.sft_batch, s.sft_steps, s.sft_warmup)
-    notes.append(f"RL: toyenv.rl.train (GRPO, beta 0.05) on GeneralPoints from the base model, {rl['rollouts']} "
+    notes.append(f"RL: toyenv.trainers.rl.train (GRPO, beta 0.05) on GeneralPoints from the base model, {rl['rollouts']} "
                  f"rollouts ({s.rl_prompts} prompts x {s.rl_generations}), <= {s.rl_new} new tokens (mean "
                  f"{rl['mean_length']:.1f}), median of {plural(rl['steps'], 'step')} after a warm-up: sample "
                  f"{1000 * rl['sample']:.0f} ms, score {1000 * rl['score']:.0f} ms, rest {1000 * rl['rest']:.0f} ms "

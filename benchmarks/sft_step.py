@@ -2,7 +2,7 @@
 
     python -m benchmarks.sft_step [--batch 32] [--steps 10] [--warmup 2]
 
-The inner loop of `toyenv.train.sft` (completion-only cross-entropy, backward, gradient clipping, AdamW) on
+The inner loop of `toyenv.trainers.sft.train` (completion-only cross-entropy, backward, gradient clipping, AdamW) on
 batches of GeneralPoints expert answers, the data the base model was pretrained on. The batches are encoded and
 collated before the clock starts, so the median step time is the model's work. `measure` returns the numbers.
 """
@@ -16,7 +16,9 @@ import torch
 
 import toyenv
 from toyenv.envs import general_points as gp
-from toyenv.train import SFTConfig, adamw, collate, completion_loss, encode_pairs
+from toyenv.tokenizer import collate, encode_pairs
+from toyenv.trainers.common import adamw, completion_loss
+from toyenv.trainers.sft import SFTConfig
 
 from .generate import machine
 

@@ -88,7 +88,7 @@ import time  # noqa: E402
 import zipfile  # noqa: E402
 
 import toyenv.checkpoint as ckpt  # noqa: E402
-import toyenv.reward_model as rmod  # noqa: E402
+import toyenv.trainers.reward_model as rmod  # noqa: E402
 from toyenv.experiments.proxy_reward import PROXY_PATH  # noqa: E402
 from toyenv.pretrain import BASE_PATH  # noqa: E402
 

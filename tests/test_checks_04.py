@@ -58,7 +58,7 @@ def test_ptx_loss_checker_todo():
 def test_checker_matches_toyenv_completion_loss():
     # the reference the checker uses is the loss the trainer adds (toyenv.train.completion_loss)
     from toyenv.course.checks_04 import _ptx_inputs
-    from toyenv.train import completion_loss
+    from toyenv.trainers.common import completion_loss
 
     logits, tokens, mask = _ptx_inputs()
 

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from toyenv.course import run_check
-from toyenv.preference import dpo_loss, margin_bt_loss, rebel_loss
+from toyenv.trainers.dpo import dpo_loss, rebel_loss
+from toyenv.trainers.reward_model import bradley_terry_loss
 
 
 def _dpo(pc, pr, rc, rr, beta):
@@ -39,7 +40,7 @@ def _margin(c, r, m):
 
 @pytest.mark.parametrize("fn, status, words", [
     (_margin, "PASS", "Bradley–Terry"),
-    (margin_bt_loss, "PASS", "Bradley–Terry"),
+    (bradley_terry_loss, "PASS", "Bradley–Terry"),
     (lambda c, r, m: -torch.log(torch.sigmoid(c - r - m)).mean(), "FAIL", "logsigmoid"),
     (lambda c, r, m: _margin(c, r, -m), "FAIL", "added"),
     (lambda c, r, m: _margin(c, r, 0 * m), "FAIL", "ignored"),

@@ -4,7 +4,7 @@ import torch
 
 from toyenv.course import run_check
 from toyenv.course.checks_a1 import GRPO_BUG_ANSWERS, GRPO_BUG_OPTIONS
-from toyenv.rl import advantages, clipped_objective
+from toyenv.trainers.rl import advantages, clipped_objective
 
 
 def _groups(R, k):

@@ -1,14 +1,14 @@
-"""toyenv.dpo: the preference trainer and the tabular DPO optimum."""
+"""toyenv.trainers.dpo: the preference trainer and the tabular DPO optimum."""
 import copy
 import math
 
 import pytest
 import torch
 
-from toyenv.dpo import LOSS_TYPES, PreferenceConfig, monitor, tabular_dpo, train_preference
-from toyenv.preference import GradedPair, general_points_pairs
-from toyenv.reward_model import PreferencePair
 from toyenv.kl import kl_regularized_optimum
+from toyenv.pairs import PreferencePair, general_points_pairs
+from toyenv.trainers import dpo
+from toyenv.trainers.dpo import LOSS_TYPES, PreferenceConfig, monitor, tabular_dpo
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_every_loss_trains_and_is_deterministic(small_model, pairs, loss_type):
     runs = []
     for _ in range(2):
         policy = copy.deepcopy(small_model)
-        runs.append(train_preference(policy, pairs, _cfg(loss_type), monitor_pairs=pairs[:8], progress=False))
+        runs.append(dpo.train(policy, pairs, _cfg(loss_type), monitor_pairs=pairs[:8], progress=False))
     a, b = runs
     assert a["loss"] == b["loss"] and a["eval"] == b["eval"]
     assert len(a["loss"]) == 3 and all(torch.isfinite(torch.tensor(a["loss"])))
@@ -47,7 +47,7 @@ def test_dpo_widens_the_margin_and_nll_holds_the_chosen_completion_up(small_mode
     out = {}
     for loss_type, alpha in (("dpo", 0.0), ("dpo_nll", 5.0)):
         policy = copy.deepcopy(small_model)
-        h = train_preference(policy, pairs, _cfg(loss_type, alpha=alpha, max_steps=30, beta=0.5), progress=False,
+        h = dpo.train(policy, pairs, _cfg(loss_type, alpha=alpha, max_steps=30, beta=0.5), progress=False,
                              monitor_pairs=pairs)
         out[loss_type] = h["eval"][-1][1]
     assert out["dpo"]["margin"] > 1.0 and out["dpo"]["accuracy"] > 0.8
@@ -59,28 +59,28 @@ def test_rpo_and_rebel_need_rewards(small_model):
     plain = [PreferencePair("Cards: 1 2 3 4.\nAnswer: ", "1*2*3*4=24", "1+2=3")]
     for loss_type in ("rpo", "rebel"):
         with pytest.raises(ValueError, match="reward"):
-            train_preference(copy.deepcopy(small_model), plain, _cfg(loss_type), progress=False)
+            dpo.train(copy.deepcopy(small_model), plain, _cfg(loss_type), progress=False)
     # DPO only needs the order
-    train_preference(copy.deepcopy(small_model), plain, _cfg("dpo", max_steps=1), progress=False)
+    dpo.train(copy.deepcopy(small_model), plain, _cfg("dpo", max_steps=1), progress=False)
     # one missing reward is enough to refuse, and the message names the pair; a pair type without the attribute
     # at all is refused the same way (not with an AttributeError)
     from types import SimpleNamespace
-    half = [GradedPair("c:", "a", "b", "better", 5.0, -1.0),
+    half = [PreferencePair("c:", "a", "b", strength="better", reward_chosen=5.0, reward_rejected=-1.0),
             SimpleNamespace(prompt="c:", chosen="a", rejected="b", reward_chosen=5.0, reward_rejected=None)]
     no_attr = [SimpleNamespace(prompt="c:", chosen="a", rejected="b", reward_chosen=5.0)]
     for bad in (half, no_attr):
         with pytest.raises(ValueError, match=r"pairs\[%d\] has no reward_chosen / reward_rejected: RPO and REBEL"
                            % (len(bad) - 1)):
-            train_preference(copy.deepcopy(small_model), bad, _cfg("rpo"), progress=False)
+            dpo.train(copy.deepcopy(small_model), bad, _cfg("rpo"), progress=False)
 
 
 def test_train_preference_rejects_empty_data(small_model):
     with pytest.raises(ValueError, match="at least one"):
-        train_preference(small_model, [], progress=False)
+        dpo.train(small_model, [], progress=False)
 
 
 def test_monitor_is_zero_against_itself(small_model, pairs):
-    from toyenv.dpo import _all_logprobs
+    from toyenv.trainers.dpo import _all_logprobs
 
     ref = _all_logprobs(small_model, pairs, None)
     m = monitor(small_model, ref, pairs)
@@ -106,25 +106,25 @@ def test_tabular_dpo_rejects_bad_input():
 
 
 def test_graded_pairs_carry_rewards_for_rpo(pairs):
-    assert all(isinstance(p, GradedPair) and p.reward_chosen >= p.reward_rejected for p in pairs)
+    assert all(isinstance(p, PreferencePair) and p.reward_chosen >= p.reward_rejected for p in pairs)
 
 
 def test_the_reference_is_left_as_it_was(small_model, pairs):
     ref = copy.deepcopy(small_model)
     before = [p.detach().clone() for p in ref.parameters()]
     policy = copy.deepcopy(small_model)
-    train_preference(policy, pairs, _cfg("dpo"), ref=ref, progress=False)
+    dpo.train(policy, pairs, _cfg("dpo"), ref=ref, progress=False)
     assert all(p.requires_grad for p in ref.parameters())  # a copy of it can still be trained afterwards
     assert all(torch.equal(a, b) for a, b in zip(before, ref.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
 
 
 def test_logratio_gaps_is_zero_for_the_reference_and_matches_monitor(small_model, pairs):
-    from toyenv.dpo import _all_logprobs, logratio_gaps
+    from toyenv.trainers.dpo import _all_logprobs, logratio_gaps
 
     assert torch.equal(logratio_gaps(small_model, small_model, pairs), torch.zeros(len(pairs)))
     policy = copy.deepcopy(small_model)
-    train_preference(policy, pairs, _cfg("dpo"), progress=False)
+    dpo.train(policy, pairs, _cfg("dpo"), progress=False)
     h = logratio_gaps(policy, small_model, pairs)
     m = monitor(policy, _all_logprobs(small_model, pairs, None), pairs)
     assert abs(float(h.mean()) - m["margin"]) < 1e-5
@@ -145,7 +145,7 @@ def test_dpo_nll_logs_the_length_normalized_nll_of_the_chosen(small_model):
             logdist = torch.log_softmax(small_model(torch.tensor([ids]))[0], -1)
             logp = sum(logdist[t - 1, ids[t]].item() for t in range(len(prompt), len(ids)))
             nll.append(-logp / len(completion))
-    h = train_preference(copy.deepcopy(small_model), few, _cfg("dpo_nll", max_steps=1), progress=False)
+    h = dpo.train(copy.deepcopy(small_model), few, _cfg("dpo_nll", max_steps=1), progress=False)
     assert h["nll"][0] == pytest.approx(sum(nll) / 2, rel=1e-4)
     assert h["dpo"][0] == pytest.approx(math.log(2), rel=1e-6)  # the policy starts as its own reference: h = 0
     assert h["loss"][0] == pytest.approx(math.log(2) + sum(nll) / 2, rel=1e-4)  # alpha = 1
@@ -158,7 +158,6 @@ def test_history_keeps_the_config_the_eval_and_the_schedule_the_optimizer_used(s
     from dataclasses import asdict
 
     from recording import RecordingSGD
-    from toyenv import dpo
 
     opts = []
     monkeypatch.setattr(dpo, "adamw", lambda model, lr, wd: opts.append(RecordingSGD(model)) or opts[-1])
@@ -166,7 +165,7 @@ def test_history_keeps_the_config_the_eval_and_the_schedule_the_optimizer_used(s
     seen = []
     cfg = PreferenceConfig(loss_type="dpo", max_steps=3, batch_size=4, learning_rate=1e-3, warmup_steps=3,
                            eval_every=0)
-    h = train_preference(policy, pairs, cfg, eval_fn=lambda m: seen.append(m) or {"probe": 7.0}, progress=False)
+    h = dpo.train(policy, pairs, cfg, eval_fn=lambda m: seen.append(m) or {"probe": 7.0}, progress=False)
     assert h["config"] == asdict(cfg)
     assert seen and all(m is policy for m in seen) and all(row["probe"] == 7.0 for _, row in h["eval"])
     assert opts[0].lrs == h["lr"] and len(set(h["lr"])) == 3
@@ -177,8 +176,7 @@ def test_each_epoch_visits_every_pair_once(small_model, monkeypatch):
     each step's logged chosen log-prob is one pair's (scored independently), and each epoch of 4 steps logs every
     pair exactly once."""
     from recording import RecordingSGD
-    from toyenv import dpo
-    from toyenv.preference import pair_logprobs
+    from toyenv.trainers.dpo import pair_logprobs
 
     monkeypatch.setattr(dpo, "adamw", lambda model, lr, wd: RecordingSGD(model))
     four = [PreferencePair("c:", chosen, "x") for chosen in ("1+2", "3*4", "56-7", "8/9+10")]
@@ -186,7 +184,7 @@ def test_each_epoch_visits_every_pair_once(small_model, monkeypatch):
     want = pair_logprobs(policy, four)[0].tolist()
     assert len({round(w, 4) for w in want}) == 4
     cfg = PreferenceConfig(loss_type="dpo", max_steps=12, batch_size=1, warmup_steps=0, eval_every=0, seed=5)
-    got = train_preference(policy, four, cfg, progress=False)["chosen_logp"]
+    got = dpo.train(policy, four, cfg, progress=False)["chosen_logp"]
     for epoch in range(3):
         seen = sorted(round(g, 4) for g in got[4 * epoch: 4 * epoch + 4])
         assert seen == sorted(round(w, 4) for w in want), epoch

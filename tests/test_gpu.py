@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import toyenv
-from toyenv import rl
-from toyenv.rl import RLConfig
+from toyenv.trainers import rl
+from toyenv.trainers.rl import RLConfig
 from toyenv.tasks import general_points_task
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -46,7 +46,7 @@ def test_an_rl_run_trains_on_the_gpu(cuda_base):
     task = general_points_task("ten")
     cfg = RLConfig(algorithm="grpo", max_steps=3, num_prompts=2, num_generations=4, max_new_tokens=8, beta=0.05,
                    kl_in="loss", seed=0)
-    h = rl.train(policy, model, task, cfg, tok, progress=False)
+    h = rl.train(policy, task, cfg, tok, ref=model, progress=False)
     assert len(h["loss"]) == 3 and all(torch.isfinite(torch.tensor(h["loss"])))
     assert next(policy.parameters()).device.type == "cuda"
     assert any(not torch.equal(p, q) for p, q in zip(policy.parameters(), model.parameters()))

@@ -1,7 +1,7 @@
 """The preference trainers pinned by one update each: DPO, DPO + NLL, RPO (both divergences), REBEL, and the reward
 model with and without Llama 2's margins.
 
-`toyenv.preference`'s losses are checked against hand values in test_preference.py; here the question is whether
+The losses are checked against hand values in test_preference_losses.py; here the question is whether
 the *trainers* build them from the right pieces: sequence log-probs summed over the completion and its EOS,
 the reference's log-probs from the reference, the NLL divided by the chosen length, the rewards and margins of the
 pairs. Each test swaps the optimizer for a recorder, runs one step, and compares the gradient with the one of the
@@ -15,20 +15,20 @@ import torch
 import torch.nn.functional as F
 
 from toyenv import GPT, GPTConfig, Tokenizer
-from toyenv import dpo, reward_model
-from toyenv.dpo import PreferenceConfig, train_preference
-from toyenv.preference import GradedPair
-from toyenv.reward_model import PreferencePair, RewardConfig, RewardModel, train_reward_model
+from toyenv.pairs import PreferencePair
 from toyenv.tokenizer import EOS_ID
+from toyenv.trainers import dpo, reward_model
+from toyenv.trainers.dpo import PreferenceConfig
+from toyenv.trainers.reward_model import RewardConfig, RewardModel
 from recording import RecordingSGD
 
 TOK = Tokenizer()
 TINY = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32)
 # Chosen completions of 1, 7 and 2 characters: length normalization changes the NLL term's weights.
 PAIRS = [
-    GradedPair("ab:", "b", "bab!", "significantly_better", 5.0, -1.0),
-    GradedPair("xyz:", "zyx+zyx", "z", "slightly_better", -1.0, -2.0),
-    GradedPair("c:", "cc", "c c c", "better", -1.0, -3.0),
+    PreferencePair("ab:", "b", "bab!", strength="significantly_better", reward_chosen=5.0, reward_rejected=-1.0),
+    PreferencePair("xyz:", "zyx+zyx", "z", strength="slightly_better", reward_chosen=-1.0, reward_rejected=-2.0),
+    PreferencePair("c:", "cc", "c c c", strength="better", reward_chosen=-1.0, reward_rejected=-3.0),
 ]
 
 
@@ -118,7 +118,7 @@ def test_one_preference_update_is_the_papers_gradient(monkeypatch, loss_type, ex
     opts = _record(monkeypatch, dpo)
     cfg = PreferenceConfig(loss_type=loss_type, beta=0.5, eta=0.25, max_steps=1, batch_size=len(PAIRS),
                            learning_rate=1e-3, warmup_steps=0, eval_every=0, max_grad_norm=1e6, **extra)
-    h = train_preference(policy, PAIRS, cfg, ref=ref, progress=False)
+    h = dpo.train(policy, PAIRS, cfg, ref=ref, progress=False)
     loss, parts, want = _hand_grad(start, ref, cfg)
     assert h["loss"][0] == pytest.approx(loss, rel=1e-4)
     assert _close(opts[0].grads[0], want)
@@ -137,7 +137,7 @@ def test_dpo_nll_is_dpo_plus_alpha_times_the_per_token_nll_of_the_chosen(monkeyp
         opts = _record(monkeypatch, dpo)
         cfg = PreferenceConfig(loss_type=loss_type, beta=0.5, alpha=2.0, max_steps=1, batch_size=len(PAIRS),
                                warmup_steps=0, eval_every=0, max_grad_norm=1e6)
-        train_preference(policy, PAIRS, cfg, ref=ref, progress=False)
+        dpo.train(policy, PAIRS, cfg, ref=ref, progress=False)
         grads[loss_type] = opts[0].grads[0]
     m = copy.deepcopy(_policy_and_ref()[0]).train()
     nll = torch.stack([-lp / n for lp, n in (_logp(m, p.prompt, p.chosen) for p in PAIRS)]).mean()
@@ -153,7 +153,7 @@ def _score(rm, prompt, completion):
 
 @pytest.mark.parametrize("use_margin", [False, True])
 def test_reward_model_update_is_the_margin_ranking_loss(monkeypatch, use_margin):
-    """One step of train_reward_model: −log σ(r_c − r_r − m) (Touvron et al. 2023, eq. 2); m = 0 without
+    """One step of the reward-model trainer: −log σ(r_c − r_r − m) (Touvron et al. 2023, eq. 2); m = 0 without
     margins."""
     pairs = [PreferencePair(p.prompt, p.chosen, p.rejected, margin=m) for p, m in zip(PAIRS, (3.0, 0.0, 1.0))]
     torch.manual_seed(0)
@@ -161,7 +161,7 @@ def test_reward_model_update_is_the_margin_ranking_loss(monkeypatch, use_margin)
     start = copy.deepcopy(rm)
     opts = _record(monkeypatch, reward_model)
     cfg = RewardConfig(max_steps=1, batch_size=len(pairs), warmup_steps=0, max_grad_norm=1e6, use_margin=use_margin)
-    h = train_reward_model(rm, pairs, cfg, TOK, progress=False)
+    h = reward_model.train(rm, pairs, cfg, TOK, progress=False)
 
     def hand(margins):
         m = copy.deepcopy(start).train()

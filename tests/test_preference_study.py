@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from toyenv.experiments import preference as P
-from toyenv.preference import LLAMA2_MARGINS
+from toyenv.pairs import LLAMA2_MARGINS
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +142,9 @@ def test_displacement_verdicts():
 
 
 def _pair(kc, kr, rc, rr):
-    from toyenv.preference import GradedPair, strength_for_gap
-    return GradedPair("p", "c", "r", strength_for_gap(rc - rr), rc, rr, {"kind_chosen": kc, "kind_rejected": kr})
+    from toyenv.pairs import PreferencePair, strength_for_gap
+    return PreferencePair("p", "c", "r", strength=strength_for_gap(rc - rr), reward_chosen=rc, reward_rejected=rr,
+                          info={"kind_chosen": kc, "kind_rejected": kr})
 
 
 def test_kinds_accuracy_groups_pairs_by_their_verdicts():

@@ -15,10 +15,11 @@ from toyenv.utils import REDRAW_SECONDS
 SFT_CELL = """
 from toyenv import GPT, GPTConfig, seed_everything
 from toyenv.tasks import reverse_dataset
-from toyenv.train import SFTConfig, sft
+from toyenv.trainers import sft
+from toyenv.trainers.sft import SFTConfig
 seed_everything(0)
 model = GPT(GPTConfig(block_size=48, n_layer=1, n_head=2, n_embd=32))
-history = sft(model, reverse_dataset(200, seed=0), SFTConfig(max_steps=600, batch_size=4, warmup_steps=1))
+history = sft.train(model, reverse_dataset(200, seed=0), SFTConfig(max_steps=600, batch_size=4, warmup_steps=1))
 print(len(history["loss"]), "steps")
 """
 

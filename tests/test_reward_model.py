@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from toyenv import GPT, GPTConfig, seed_everything
-from toyenv.reward_model import (
-    PreferencePair, RewardConfig, RewardModel, as_reward_fn, bradley_terry_loss, collate, encode_preference,
-    preference_accuracy, sample_preference_pairs, score_texts, train_reward_model,
+from toyenv.pairs import PreferencePair
+from toyenv.tokenizer import BOS_ID, EOS_ID, PAD_ID, encode_pairs
+from toyenv.trainers import reward_model
+from toyenv.trainers.reward_model import (
+    RewardConfig, RewardModel, as_reward_fn, bradley_terry_loss, encode_preference, preference_accuracy, score_texts,
 )
-from toyenv.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from toyenv.train import encode_pairs
 
 TINY = dict(block_size=32, n_layer=2, n_head=2, n_embd=32)
 
@@ -73,7 +73,7 @@ def test_encoding_matches_sft(tok):
     ids = encode_preference("ab:", "ba", tok)
     assert ids == [BOS_ID] + tok.encode("ab:") + tok.encode("ba") + [EOS_ID]
     assert ids == encode_pairs([("ab:", "ba")], tok)[0][0]
-    tokens, mask = collate([ids, ids[:3]])
+    tokens, mask = tok.pad_batch([ids, ids[:3]], side="right")
     assert tokens[1].tolist() == ids[:3] + [PAD_ID] * (len(ids) - 3) and mask.sum().item() == len(ids) + 3
 
 
@@ -99,7 +99,7 @@ def test_from_gpt_copies_the_trunk(tok):
     for name, p in gpt.transformer.state_dict().items():
         assert torch.equal(rm.transformer.state_dict()[name], p), name
     assert not any(p.data_ptr() == q.data_ptr() for p in rm.parameters() for q in gpt.parameters())
-    train_reward_model(rm, marker_pairs(16, 0), RewardConfig(max_steps=3, batch_size=8, learning_rate=1e-2),
+    reward_model.train(rm, marker_pairs(16, 0), RewardConfig(max_steps=3, batch_size=8, learning_rate=1e-2),
                        tok, progress=False)
     assert not torch.equal(rm.transformer.wte.weight, gpt.transformer.wte.weight)  # the copy trained...
     for name, p in gpt.state_dict().items():  # ...the GPT did not
@@ -135,7 +135,7 @@ def test_learns_a_marker_preference_and_is_deterministic(tok):
     cfg = RewardConfig(max_steps=20, batch_size=16, learning_rate=3e-3, warmup_steps=5, eval_every=10)
     train, held_out = marker_pairs(400, 0), marker_pairs(100, 1)
     rm = _rm()
-    h1 = train_reward_model(rm, train, cfg, tok, eval_pairs=held_out, progress=False)
+    h1 = reward_model.train(rm, train, cfg, tok, eval_pairs=held_out, progress=False)
     assert [s for s, _ in h1["eval"]] == [0, 10, 20]
     assert h1["eval"][0][1]["accuracy"] < 0.7
     assert h1["eval"][-1][1]["accuracy"] >= 0.9
@@ -144,17 +144,17 @@ def test_learns_a_marker_preference_and_is_deterministic(tok):
     assert h1["config"]["learning_rate"] == 3e-3 and not rm.training
 
     pairs = [PreferencePair(*p) for p in train]  # dataclasses and tuples train the same
-    h2 = train_reward_model(_rm(), pairs, cfg, tok, eval_pairs=held_out, progress=False)
+    h2 = reward_model.train(_rm(), pairs, cfg, tok, eval_pairs=held_out, progress=False)
     assert h2["loss"] == h1["loss"] and h2["eval"] == h1["eval"]
-    h3 = train_reward_model(_rm(), pairs, RewardConfig(**{**h1["config"], "seed": 1}), tok, progress=False)
+    h3 = reward_model.train(_rm(), pairs, RewardConfig(**{**h1["config"], "seed": 1}), tok, progress=False)
     assert h3["loss"] != h1["loss"]
 
 
 def test_margin_is_used_only_when_asked(tok):
     pairs = [PreferencePair(p, c, r, margin=3.0) for p, c, r in marker_pairs(8, 0)]
     cfg = dict(max_steps=1, batch_size=8)
-    plain = train_reward_model(_rm(), pairs, RewardConfig(**cfg), tok, progress=False)["loss"][0]
-    with_margin = train_reward_model(_rm(), pairs, RewardConfig(**cfg, use_margin=True), tok, progress=False)["loss"][0]
+    plain = reward_model.train(_rm(), pairs, RewardConfig(**cfg), tok, progress=False)["loss"][0]
+    with_margin = reward_model.train(_rm(), pairs, RewardConfig(**cfg, use_margin=True), tok, progress=False)["loss"][0]
     assert with_margin > plain
 
 
@@ -163,18 +163,18 @@ def test_nan_loss_stops_with_clear_message(tok):
     with torch.no_grad():
         rm.score.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
-        train_reward_model(rm, marker_pairs(8, 0), RewardConfig(max_steps=2, batch_size=4), tok, progress=False)
+        reward_model.train(rm, marker_pairs(8, 0), RewardConfig(max_steps=2, batch_size=4), tok, progress=False)
 
 
 def test_bad_inputs(tok):
     rm = _rm()
     cfg = RewardConfig(max_steps=1)
     with pytest.raises(ValueError, match="at least one"):
-        train_reward_model(rm, [], cfg, tok, progress=False)
+        reward_model.train(rm, [], cfg, tok, progress=False)
     with pytest.raises(ValueError, match=r"pairs\[0\]"):
-        train_reward_model(rm, [("prompt", "only one completion")], cfg, tok, progress=False)
+        reward_model.train(rm, [("prompt", "only one completion")], cfg, tok, progress=False)
     with pytest.raises(ValueError, match="exceed block_size 32"):
-        train_reward_model(rm, [("a" * 40, "b", "c")], cfg, tok, progress=False)
+        reward_model.train(rm, [("a" * 40, "b", "c")], cfg, tok, progress=False)
     with pytest.raises(ValueError, match="exceeds block_size"):
         rm(torch.ones(1, 33, dtype=torch.long))
     with pytest.raises(ValueError, match="no real token"):
@@ -187,43 +187,9 @@ def test_bad_inputs(tok):
         RewardModel.from_gpt(rm)
 
 
-# --------------------------------------------------------------------------- preference data
-def _gold(prompts, completions, infos):
-    return [float(sum(map(ord, c)) % 5) for c in completions]
-
-
-def test_sample_preference_pairs(tok):
-    gpt = _gpt()
-    prompts = ["ab:", "cd:", "ef:", "x:"] * 3
-    infos = [{"i": i} for i in range(len(prompts))]
-    kw = dict(n_pairs=6, seed=0, max_new_tokens=6, infos=infos)
-    pairs = sample_preference_pairs(gpt, tok, prompts, _gold, **kw)
-    assert len(pairs) == 6
-    for p in pairs:
-        (g_c,), (g_r,) = _gold(None, [p.chosen], None), _gold(None, [p.rejected], None)
-        assert g_c > g_r and p.margin == g_c - g_r
-        assert (p.info["gold_chosen"], p.info["gold_rejected"]) == (g_c, g_r)
-        assert p.prompt == prompts[p.info["i"]]
-    assert sample_preference_pairs(gpt, tok, prompts, _gold, **kw) == pairs
-    assert sample_preference_pairs(gpt, tok, prompts, _gold, **{**kw, "seed": 1}) != pairs
-    assert infos[0] == {"i": 0}  # the caller's infos are not modified
-
-
-def test_sample_preference_pairs_when_gold_ties(tok):
-    gpt = _gpt()
-    with pytest.warns(UserWarning, match="only 0 of the 5"):
-        pairs = sample_preference_pairs(gpt, tok, ["ab:"], lambda p, c, i: [1.0] * len(c), 5, max_new_tokens=4,
-                                        max_rounds=2)
-    assert pairs == []
-    with pytest.raises(ValueError, match="infos"):
-        sample_preference_pairs(gpt, tok, ["ab:"], _gold, 1, infos=[{}, {}])
-    with pytest.raises(ValueError, match="gold_fn returned 1"):
-        sample_preference_pairs(gpt, tok, ["ab:"], lambda p, c, i: [0.0], 1, max_new_tokens=4)
-
-
 def test_save_and_load_round_trip(tmp_path):
     from toyenv.checkpoint import CheckpointError
-    from toyenv.reward_model import load_reward_model, save_reward_model
+    from toyenv.trainers.reward_model import load_reward_model, save_reward_model
 
     torch.manual_seed(0)
     rm = RewardModel(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32))

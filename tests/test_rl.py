@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from toyenv import GPT, GPTConfig, Tokenizer
-from toyenv import rl
+from toyenv.trainers import rl
 from toyenv.kl import k3, kl_regularized_optimum
-from toyenv.rl import AdaptiveKLController, RLConfig, advantages, clipped_objective
+from toyenv.trainers.rl import AdaptiveKLController, RLConfig, advantages, clipped_objective
 from toyenv.tasks import Task, general_points_task, navigation_task
 
 
@@ -145,7 +145,7 @@ def test_rl_improves_a_trivial_reward_and_is_deterministic(base):
     runs = []
     for _ in range(2):
         policy = copy.deepcopy(model)
-        runs.append(rl.train(policy, model, _letter_task("1"), cfg, tok, progress=False))
+        runs.append(rl.train(policy, _letter_task("1"), cfg, tok, ref=model, progress=False))
     h = runs[0]
     assert h["reward"] == runs[1]["reward"] and h["kl"] == runs[1]["kl"]  # same seed, same numbers
     first, last = np.mean(h["reward"][:3]), np.mean(h["reward"][-3:])
@@ -159,9 +159,9 @@ def test_initial_eval_replaces_the_step_0_evaluation_and_changes_nothing_else(ba
     cfg = RLConfig(algorithm="rloo", max_steps=3, num_prompts=2, num_generations=2, max_new_tokens=4, seed=0,
                    eval_every=2)
     calls, known = [], {"x": 0}
-    h1 = rl.train(copy.deepcopy(model), model, _letter_task(), cfg, tok, progress=False,
+    h1 = rl.train(copy.deepcopy(model), _letter_task(), cfg, tok, ref=model, progress=False,
                   eval_fn=lambda m: calls.append(1) or {"x": len(calls)})
-    h2 = rl.train(copy.deepcopy(model), model, _letter_task(), cfg, tok, progress=False,
+    h2 = rl.train(copy.deepcopy(model), _letter_task(), cfg, tok, ref=model, progress=False,
                   eval_fn=lambda m: {"x": 1}, initial_eval=known)
     assert len(calls) == 3 and h2["eval"][0] == (0, known) and [s for s, _ in h2["eval"]] == [0, 2, 3]
     assert h1["reward"] == h2["reward"] and h1["loss"] == h2["loss"]
@@ -175,7 +175,7 @@ def test_every_algorithm_runs_a_step(base, algorithm):
                    num_iterations=2 if algorithm == "ppo" else 1, num_minibatches=2 if algorithm == "ppo" else 1,
                    beta=0.1, kl_in="loss" if algorithm == "grpo" else "reward")
     length = lambda p, c, i: [len(x) for x in c]  # noqa: E731  (logged, not optimized)
-    h = rl.train(policy, model, _letter_task(), cfg, tok, progress=False, extra_rewards={"chars": length})
+    h = rl.train(policy, _letter_task(), cfg, tok, ref=model, progress=False, extra_rewards={"chars": length})
     assert len(h["reward"]) == 2 and all(math.isfinite(x) for x in h["loss"] + h["kl"] + h["entropy"])
     assert len(h["chars"]) == 2 and all(0 <= x <= 4 for x in h["chars"])
     assert any(not torch.equal(p, q) for p, q in zip(policy.parameters(), model.parameters()))
@@ -188,9 +188,9 @@ def test_kl_in_loss_is_zero_and_gradient_free_at_the_reference():
     ref = copy.deepcopy(m)
     tokens = torch.randint(3, 99, (4, 10))
     attn = torch.ones_like(tokens, dtype=torch.bool)
-    logp, _ = rl.sequence_logprobs(m, tokens, attn)
+    logp, _ = rl.per_token_logprobs(m, tokens, attn)
     with torch.no_grad():
-        ref_logp, _ = rl.sequence_logprobs(ref, tokens, attn)
+        ref_logp, _ = rl.per_token_logprobs(ref, tokens, attn)
     loss = k3(logp, ref_logp).mean()
     loss.backward()
     assert loss.item() == 0.0
@@ -200,7 +200,7 @@ def test_kl_in_loss_is_zero_and_gradient_free_at_the_reference():
 def test_reference_required_for_a_penalty(base):
     model, tok = base
     with pytest.raises(ValueError, match="reference"):
-        rl.train(copy.deepcopy(model), None, _letter_task(), RLConfig(beta=0.1, max_steps=1), tok, progress=False)
+        rl.train(copy.deepcopy(model), _letter_task(), RLConfig(beta=0.1, max_steps=1), tok, ref=None, progress=False)
 
 
 def test_ptx_term_lowers_the_pretraining_loss(base):
@@ -208,7 +208,8 @@ def test_ptx_term_lowers_the_pretraining_loss(base):
     the base model never saw (reversing words), so its NLL has room to fall."""
     model, tok = base
     from toyenv.tasks import reverse_dataset
-    from toyenv.train import collate, completion_loss, encode_pairs
+    from toyenv.tokenizer import collate, encode_pairs
+    from toyenv.trainers.common import completion_loss
 
     ptx = reverse_dataset(32, seed=0)
     tokens, loss_mask = collate(encode_pairs(ptx, tok))
@@ -221,19 +222,19 @@ def test_ptx_term_lowers_the_pretraining_loss(base):
     cfg = RLConfig(algorithm="rloo", max_steps=8, num_prompts=2, num_generations=2, max_new_tokens=2,
                    learning_rate=3e-4, ptx_coef=1.0, ptx_batch_size=16)
     policy = copy.deepcopy(model)
-    h = rl.train(policy, model, task, cfg, tok, progress=False, ptx_data=ptx)
+    h = rl.train(policy, task, cfg, tok, ref=model, progress=False, ptx_data=ptx)
     assert nll(policy) < 0.5 * nll(model), (nll(model), nll(policy))
     assert len(h["ptx_loss"]) == 8 and all(math.isfinite(x) for x in h["ptx_loss"])
     with pytest.raises(ValueError, match="ptx_data"):
-        rl.train(copy.deepcopy(model), model, task, cfg, tok, progress=False)
-    no_ptx = rl.train(copy.deepcopy(model), model, task, replace(cfg, ptx_coef=0.0), tok, progress=False)
+        rl.train(copy.deepcopy(model), task, cfg, tok, ref=model, progress=False)
+    no_ptx = rl.train(copy.deepcopy(model), task, replace(cfg, ptx_coef=0.0), tok, ref=model, progress=False)
     assert all(math.isnan(x) for x in no_ptx["ptx_loss"])
 
 
 def test_extra_reward_names_must_not_clash(base):
     model, tok = base
     with pytest.raises(ValueError, match="clash"):
-        rl.train(copy.deepcopy(model), model, _letter_task(), RLConfig(max_steps=1), tok, progress=False,
+        rl.train(copy.deepcopy(model), _letter_task(), RLConfig(max_steps=1), tok, ref=model, progress=False,
                  extra_rewards={"kl": lambda p, c, i: [0.0] * len(c)})
 
 
@@ -241,8 +242,8 @@ def test_bad_reward_fn_is_reported(base):
     model, tok = base
     task = _letter_task().with_reward(lambda p, c, i: [float("nan")] * len(c))
     with pytest.raises(ValueError, match="NaN"):
-        rl.train(copy.deepcopy(model), model, task, RLConfig(num_prompts=1, num_generations=2, max_steps=1,
-                                                              max_new_tokens=2), Tokenizer(), progress=False)
+        rl.train(copy.deepcopy(model), task, RLConfig(num_prompts=1, num_generations=2, max_steps=1, max_new_tokens=2),
+                 Tokenizer(), ref=model, progress=False)
 
 
 def test_kl_regularized_optimum_maximizes_the_objective():

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from toyenv import GPT, GPTConfig, Tokenizer
-from toyenv import rl
-from toyenv.rl import AdaptiveKLController, RLConfig, advantages
+from toyenv.trainers import rl
+from toyenv.trainers.rl import AdaptiveKLController, RLConfig, advantages
 from toyenv.tasks import Task
 from recording import RecordingSGD
 
@@ -72,7 +72,7 @@ def _train(monkeypatch, sgd_lr=0.0, kl_controller=None, **overrides):
     monkeypatch.setattr(rl, "adamw", recording_optimizer)
     kw = dict(max_steps=1, num_prompts=2, num_generations=3, max_new_tokens=4, max_grad_norm=1e6, seed=0)
     cfg = RLConfig(**{**kw, **overrides})
-    history = rl.train(policy, ref, TASK, cfg, TOK, kl_controller=kl_controller, progress=False)
+    history = rl.train(policy, TASK, cfg, TOK, ref=ref, kl_controller=kl_controller, progress=False)
     return history, rollouts, opts[0].steps, start, ref, cfg
 
 
@@ -193,7 +193,7 @@ def test_a_real_adamw_step_moves_every_weight_against_the_hand_gradient(monkeypa
     monkeypatch.setattr(rl, "rollout", lambda *a, **k: rollouts.append(real_rollout(*a, **k)) or rollouts[-1])
     cfg = RLConfig(algorithm="reinforce_baseline", max_steps=1, num_prompts=2, num_generations=3, max_new_tokens=4,
                    learning_rate=1e-3, max_grad_norm=1e6)
-    rl.train(policy, ref, TASK, cfg, TOK, progress=False)
+    rl.train(policy, TASK, cfg, TOK, ref=ref, progress=False)
     old, ref_lp = _old_and_ref(start, ref, rollouts[0])
     _, g = _expected(start, list(start.parameters()), rollouts[0], range(6), old, ref_lp, cfg, beta=0.0)
     moved = torch.cat([(p - q).flatten() for p, q in zip(policy.parameters(), start.parameters())]).detach()

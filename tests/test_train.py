@@ -5,7 +5,10 @@ import torch
 
 from toyenv import GPT, GPTConfig, Tokenizer, seed_everything
 from toyenv.tasks import reverse_accuracy, reverse_dataset
-from toyenv.train import SFTConfig, collate, encode_pairs, lr_at, sft
+from toyenv.tokenizer import collate, encode_pairs
+from toyenv.trainers import sft
+from toyenv.trainers.common import scheduled_lr
+from toyenv.trainers.sft import SFTConfig
 
 
 def _model(seed=0):
@@ -25,7 +28,7 @@ def test_prompt_tokens_are_masked(tok):
 
 
 def test_completion_loss_scores_only_completion_tokens(tok):
-    from toyenv.train import completion_loss
+    from toyenv.trainers.common import completion_loss
 
     model = _model()
     t1, m1 = collate(encode_pairs([("abc:", "cba")], tok))
@@ -38,16 +41,16 @@ def test_completion_loss_scores_only_completion_tokens(tok):
 
 def test_lr_schedule():
     cfg = SFTConfig(max_steps=100, warmup_steps=10, learning_rate=1.0, min_lr_ratio=0.1)
-    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
-    assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
-    assert lr_at(55, cfg) == pytest.approx(0.55)
+    assert scheduled_lr(0, cfg) == pytest.approx(0.1) and scheduled_lr(9, cfg) == pytest.approx(1.0)
+    assert scheduled_lr(10, cfg) == pytest.approx(1.0) and scheduled_lr(99, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert scheduled_lr(55, cfg) == pytest.approx(0.55)
 
 
 def test_same_seed_same_losses():
     data = reverse_dataset(200, seed=0)
-    h1 = sft(_model(0), data, SFTConfig(max_steps=8, batch_size=8, seed=3), progress=False)
-    h2 = sft(_model(0), data, SFTConfig(max_steps=8, batch_size=8, seed=3), progress=False)
-    h3 = sft(_model(0), data, SFTConfig(max_steps=8, batch_size=8, seed=4), progress=False)
+    h1 = sft.train(_model(0), data, SFTConfig(max_steps=8, batch_size=8, seed=3), progress=False)
+    h2 = sft.train(_model(0), data, SFTConfig(max_steps=8, batch_size=8, seed=3), progress=False)
+    h3 = sft.train(_model(0), data, SFTConfig(max_steps=8, batch_size=8, seed=4), progress=False)
     assert h1["loss"] == h2["loss"]
     assert h1["loss"] != h3["loss"]
 
@@ -57,7 +60,7 @@ def test_sft_learns_reversal(tok):
     model = GPT(GPTConfig(block_size=48, n_layer=2, n_head=4, n_embd=64))
     data = reverse_dataset(3000, seed=0, max_len=4)
     before = reverse_accuracy(model, tok, reverse_dataset(100, seed=1, max_len=4))
-    hist = sft(model, data, SFTConfig(max_steps=300, batch_size=32, learning_rate=3e-3), progress=False,
+    hist = sft.train(model, data, SFTConfig(max_steps=300, batch_size=32, learning_rate=3e-3), progress=False,
                eval_fn=lambda m: {"acc": reverse_accuracy(m, tok, reverse_dataset(50, seed=1, max_len=4))})
     after = reverse_accuracy(model, tok, reverse_dataset(100, seed=1, max_len=4))
     assert before == 0.0 and after >= 0.5, (before, after)
@@ -67,7 +70,7 @@ def test_sft_learns_reversal(tok):
 
 def test_eval_fn_called_on_schedule():
     calls = []
-    sft(_model(), reverse_dataset(50), SFTConfig(max_steps=5, batch_size=4, eval_every=2), progress=False,
+    sft.train(_model(), reverse_dataset(50), SFTConfig(max_steps=5, batch_size=4, eval_every=2), progress=False,
         eval_fn=lambda m: calls.append(m.training) or {"x": 1})
     assert len(calls) == 4 and not any(calls)  # steps 0, 2, 4, 5 and always in eval mode
 
@@ -75,8 +78,8 @@ def test_eval_fn_called_on_schedule():
 def test_initial_eval_replaces_the_step_0_evaluation_and_changes_nothing_else():
     data, cfg = reverse_dataset(50), SFTConfig(max_steps=5, batch_size=4, eval_every=2)
     calls, known = [], {"x": 0}
-    h1 = sft(_model(), data, cfg, progress=False, eval_fn=lambda m: calls.append(1) or {"x": len(calls)})
-    h2 = sft(_model(), data, cfg, progress=False, eval_fn=lambda m: {"x": 1}, initial_eval=known)
+    h1 = sft.train(_model(), data, cfg, progress=False, eval_fn=lambda m: calls.append(1) or {"x": len(calls)})
+    h2 = sft.train(_model(), data, cfg, progress=False, eval_fn=lambda m: {"x": 1}, initial_eval=known)
     assert len(calls) == 4 and h2["eval"][0] == (0, known) and [s for s, _ in h2["eval"]] == [0, 2, 4, 5]
     assert h1["loss"] == h2["loss"]
 
@@ -86,13 +89,13 @@ def test_nan_loss_stops_with_clear_message():
     with torch.no_grad():
         model.lm_head.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="SFT loss became nan at step 0"):
-        sft(model, reverse_dataset(20), SFTConfig(max_steps=3, batch_size=4), progress=False)
+        sft.train(model, reverse_dataset(20), SFTConfig(max_steps=3, batch_size=4), progress=False)
 
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match="at least one"):
-        sft(_model(), [], SFTConfig(max_steps=1), progress=False)
+        sft.train(_model(), [], SFTConfig(max_steps=1), progress=False)
     with pytest.raises(ValueError, match="exceed block_size"):
-        sft(_model(), [("a" * 60, "b")], SFTConfig(max_steps=1), progress=False)
+        sft.train(_model(), [("a" * 60, "b")], SFTConfig(max_steps=1), progress=False)
     with pytest.raises(ValueError, match="learning_rate"):
         SFTConfig(learning_rate=0)

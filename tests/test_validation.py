@@ -12,13 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toyenv import GPT, GPTConfig, Tokenizer, seed_everything
-from toyenv import rl
-from toyenv.dpo import PreferenceConfig, train_preference
+from toyenv.pairs import PreferencePair
 from toyenv.pretrain import PretrainConfig
-from toyenv.reward_model import PreferencePair, RewardConfig, RewardModel, train_reward_model
-from toyenv.rl import RLConfig
 from toyenv.tasks import Task, reverse_dataset
-from toyenv.train import SFTConfig, sft
+from toyenv.trainers import dpo, reward_model, rl, sft
+from toyenv.trainers.dpo import PreferenceConfig
+from toyenv.trainers.reward_model import RewardConfig, RewardModel
+from toyenv.trainers.rl import RLConfig
+from toyenv.trainers.sft import SFTConfig
 
 TOK = Tokenizer()
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=32)
@@ -60,22 +61,22 @@ class _NaNGradientFrom:
 def _run_rl(policy, ref, **kw):
     cfg = RLConfig(**{**dict(algorithm="grpo", max_steps=3, num_prompts=2, num_generations=4, max_new_tokens=6,
                              learning_rate=1e-3), **kw})
-    return rl.train(policy, ref, _task(), cfg, TOK, progress=False)
+    return rl.train(policy, _task(), cfg, TOK, ref=ref, progress=False)
 
 
 def _run_sft(model, **kw):
-    return sft(model, reverse_dataset(16), SFTConfig(**{**dict(max_steps=3, batch_size=4, warmup_steps=0), **kw}),
+    return sft.train(model, reverse_dataset(16), SFTConfig(**{**dict(max_steps=3, batch_size=4, warmup_steps=0), **kw}),
                TOK, progress=False)
 
 
 def _run_dpo(policy, **kw):
     cfg = PreferenceConfig(**{**dict(max_steps=3, batch_size=4, warmup_steps=0, eval_every=0), **kw})
-    return train_preference(policy, _pairs(), cfg, tokenizer=TOK, progress=False)
+    return dpo.train(policy, _pairs(), cfg, tokenizer=TOK, progress=False)
 
 
 def _run_rm(rm, **kw):
     cfg = RewardConfig(**{**dict(max_steps=3, batch_size=4, warmup_steps=0), **kw})
-    return train_reward_model(rm, _pairs(), cfg, TOK, progress=False)
+    return reward_model.train(rm, _pairs(), cfg, TOK, progress=False)
 
 
 def _rm():
@@ -301,7 +302,7 @@ def test_any_in_range_rl_config_trains_a_step(data, algorithm, kl_in):
                    max_grad_norm=data.draw(st.floats(0.1, 10)), weight_decay=data.draw(st.floats(0, 0.1)),
                    scale_rewards=data.draw(st.booleans()), **small)
     policy, ref = _gpt(), _gpt()
-    h = rl.train(policy, ref, _task(), cfg, TOK, progress=False)
+    h = rl.train(policy, _task(), cfg, TOK, ref=ref, progress=False)
     assert len(h["loss"]) == 1 and math.isfinite(h["loss"][0]) and math.isfinite(h["grad_norm"][0])
     assert _finite(policy)
     if h["grad_norm"][0] > 1e-4:  # a real gradient moved the weights
@@ -319,6 +320,6 @@ def test_any_in_range_sft_config_trains_a_step(data):
                     max_grad_norm=data.draw(st.floats(1e-3, 10)),
                     completion_only_loss=data.draw(st.booleans()))
     model, before = _gpt(), _gpt()
-    h = sft(model, reverse_dataset(8), cfg, TOK, progress=False)
+    h = sft.train(model, reverse_dataset(8), cfg, TOK, progress=False)
     assert len(h["loss"]) == 1 and math.isfinite(h["loss"][0]) and math.isfinite(h["grad_norm"][0])
     assert _finite(model) and any(not torch.equal(p, q) for p, q in zip(model.parameters(), before.parameters()))

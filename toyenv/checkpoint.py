@@ -8,7 +8,7 @@ Loading trusts nothing in the file. `torch.save` writes a zip archive with a CRC
 damaged bytes are refused instead of loading as silently wrong weights. Then every field is checked, and
 every stored tensor's shape is compared with the shape the config implies, *before* the model is built:
 a small file claiming `n_embd=6000` is refused instead of allocating gigabytes. Every problem raises
-CheckpointError naming the file and what is wrong. The reward model's files (`toyenv.reward_model`) go
+CheckpointError naming the file and what is wrong. The reward model's files (`toyenv.trainers.reward_model`) go
 through the same checks.
 """
 from __future__ import annotations
@@ -90,7 +90,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return model, tokenizer, blob["meta"]
 
 
-# --------------------------------------------------------------------------- shared with toyenv.reward_model
+# --------------------------------------------------------------------------- shared with toyenv.trainers.reward_model
 def save_blob(blob: dict, path: Path) -> None:
     """`torch.save` through a temporary file, with CRC-32s written whatever torch's global setting.
 

@@ -34,7 +34,8 @@ from .envs import general_points as gp
 from .envs import navigation as nav
 from .model import GPT, GPTConfig
 from .tokenizer import Tokenizer
-from .train import SFTConfig, sft
+from .trainers import sft
+from .trainers.sft import SFTConfig
 from .utils import seed_everything
 from .validation import check_int
 
@@ -100,7 +101,7 @@ def pretrain(cfg: PretrainConfig | None = None, progress: bool = True) -> GPT:
     seed_everything(cfg.seed)
     data = mixture(cfg)
     model = GPT(cfg.model)
-    sft(model, data, cfg.sft, progress=progress, desc="pretraining the base model")
+    sft.train(model, data, cfg.sft, progress=progress, desc="pretraining the base model")
     return model
 
 

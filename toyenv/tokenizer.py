@@ -129,5 +129,36 @@ class Tokenizer:
         return ids, mask
 
 
+# --------------------------------------------------------------------------- (prompt, completion) -> tensors
+def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer | None = None) -> list[tuple[list[int], int]]:
+    """(ids, n_prompt) per pair: ids = BOS + prompt + completion + EOS, n_prompt = len(BOS + prompt)."""
+    tokenizer = tokenizer or Tokenizer()
+    out = []
+    for i, pair in enumerate(pairs):
+        if len(pair) != 2:
+            raise ValueError(f"example {i} should be a (prompt, completion) pair, got {pair!r}")
+        prompt, completion = pair
+        p = tokenizer.encode(prompt, bos=True)
+        out.append((p + tokenizer.encode(completion, eos=True), len(p)))
+    return out
+
+
+def collate(examples: Sequence[tuple[list[int], int]], completion_only: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad encoded examples into (tokens, loss_mask), both (B, T).
+
+    loss_mask[b, t] is True where token t is a target: a completion token (or any non-pad token after
+    BOS when `completion_only` is False). Right padding needs no attention mask: causal attention never
+    looks at the pads that follow the real tokens.
+    """
+    T = max(len(ids) for ids, _ in examples)
+    tokens = torch.full((len(examples), T), PAD_ID, dtype=torch.long)
+    loss_mask = torch.zeros((len(examples), T), dtype=torch.bool)
+    for b, (ids, n_prompt) in enumerate(examples):
+        tokens[b, : len(ids)] = torch.as_tensor(ids)
+        loss_mask[b, (n_prompt if completion_only else 1) : len(ids)] = True
+    return tokens, loss_mask
+
+
+
 def _clip(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."

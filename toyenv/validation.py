@@ -1,4 +1,4 @@
-"""Checks shared by the trainers: config fields in range, and numbers that must stay finite while training.
+"""Config field checks shared by every config: each field in its range, refused with a sentence.
 
 Every config's `__post_init__` calls the field checks, so a bad setting is refused when the config is built,
 with one sentence naming the field, the value and what is allowed:
@@ -9,8 +9,8 @@ rather than failing many steps later with a message about something else (a nega
 *backwards*; a negative min_lr_ratio makes the learning rate negative; a NaN beta turns the loss into NaN, which
 would then be blamed on the learning rate).
 
-`ensure_finite` is the divergence guard of the training loops: a loss or gradient norm that is NaN or infinite
-stops training before the update is applied, so the model is left as it was after the last good step.
+The divergence guard of the training loops, `ensure_finite`, lives with the other training plumbing in
+`toyenv/trainers/common.py`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import math
 import numbers
 from typing import Any, Iterable
 
-__all__ = ["check_int", "check_number", "check_choice", "check_bool", "ensure_finite"]
+__all__ = ["check_int", "check_number", "check_choice", "check_bool"]
 
 
 def _names(names: str | Iterable[str]) -> tuple[str, ...]:
@@ -81,17 +81,3 @@ def check_bool(cfg: Any, names: str | Iterable[str]) -> None:
         value = getattr(cfg, name)
         if not _is_bool(value):
             raise ValueError(f"{type(cfg).__name__}.{name} must be True or False, got {value!r}")
-
-
-def ensure_finite(value: Any, what: str, step: int, learning_rate: float) -> None:
-    """Stop a diverging run: raise FloatingPointError if `value` (a float or one-element tensor) is NaN or infinite.
-
-    Call it on the loss before `backward()` and on the gradient norm before `opt.step()`, so the NaN never reaches
-    the weights. `what` names the quantity ("SFT loss", "RL gradient norm").
-    """
-    value = float(value.item() if hasattr(value, "item") else value)  # .item(): a loss tensor still has its graph
-    if not math.isfinite(value):
-        raise FloatingPointError(
-            f"{what} became {value} at step {step} (learning_rate={learning_rate}); training stopped before the "
-            f"update. The learning rate ({learning_rate}) is probably too high; try a smaller one, or check the data."
-        )

@@ -10,7 +10,14 @@ prints a one-line verdict in words. From a shell::
     python -m toyenv.course grade NB.ipynb   # run a learner's notebook, print one row per exercise
     python -m toyenv.course refresh          # re-run solutions/, store the outputs nbval compares
 """
-from . import checks_01, checks_02, checks_03, checks_04, checks_05, checks_06, checks_07, checks_08, checks_09, checks_a1  # noqa: F401  (each registers its notebook's checkers)
+import importlib
+import pkgutil
+
 from .checks import CHECKS, Verdict, check, run_check
+
+# Every checks_NN.py registers its notebook's checkers when imported; import them all, in name order, so that a new
+# notebook's checker file needs no list to be added to.
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.startswith("checks_")):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["check", "run_check", "CHECKS", "Verdict"]

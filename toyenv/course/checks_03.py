@@ -55,7 +55,7 @@ def _check_kl_reward(fn) -> Verdict:
 @register("adaptive_kl")
 def _check_adaptive_kl(fn) -> Verdict:
     """fn(kl_coef, current_kl, target, horizon, n_steps) -> the new coefficient (Ziegler et al. 2019)."""
-    from toyenv.rl import AdaptiveKLController
+    from toyenv.trainers.rl import AdaptiveKLController
 
     cases = [(0.1, 12.0, 6.0, 10_000, 256), (0.1, 5.4, 6.0, 10_000, 256), (0.2, 0.0, 6.0, 1_000, 64),
              (0.05, 6.6, 6.0, 500, 100), (0.3, 6.0, 6.0, 1_000, 64)]

@@ -30,7 +30,7 @@ def _groups(seed: int = 0) -> tuple[torch.Tensor, int]:
 
 
 def _check_group_advantages(fn, algorithm: str) -> Verdict:
-    from toyenv.rl import advantages
+    from toyenv.trainers.rl import advantages
 
     R, k = _groups()
     out, bad = as_tensor(fn(R.clone(), k), f"{algorithm}_advantages")
@@ -88,7 +88,7 @@ def _check_grpo(fn) -> Verdict:
 @register("ppo_clipped_loss")
 def _check_ppo(fn) -> Verdict:
     """fn(ratio, adv, epsilon) -> per-element loss -min(r A, clip(r, 1-eps, 1+eps) A)."""
-    from toyenv.rl import clipped_objective
+    from toyenv.trainers.rl import clipped_objective
 
     ratio = torch.tensor([0.5, 0.75, 0.9, 1.0, 1.1, 1.3, 2.0] * 2)
     adv = torch.tensor([1.0] * 7 + [-2.0] * 7)

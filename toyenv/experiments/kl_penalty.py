@@ -34,12 +34,12 @@ import numpy as np
 import torch
 
 from .. import load_base
-from .. import reward_model as rmod
 from ..checkpoint import DATA_DIR
 from ..model import GPT
-from ..rl import AdaptiveKLController, RLConfig, train
 from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
+from ..trainers import reward_model as rmod
+from ..trainers.rl import AdaptiveKLController, RLConfig, train
 from . import machine, twins
 from .proxy_reward import PROXY_PATH
 
@@ -160,7 +160,7 @@ def run(beta: float, kl_in: str = "reward", kl_controller: AdaptiveKLController 
 
     policy = copy.deepcopy(S.base)
     # Step 0's evaluation is the base model's (the policy is still an exact copy of it), which we already have.
-    history = train(policy, S.base, S.proxy_task, exp.rl_config(beta, kl_in), S.tok, kl_controller=kl_controller,
+    history = train(policy, S.proxy_task, exp.rl_config(beta, kl_in), S.tok, ref=S.base, kl_controller=kl_controller,
                     progress=progress, desc=desc or f"lambda = {beta}", eval_fn=eval_fn if exp.eval_every else None,
                     initial_eval={"gold": S.start["gold"], "proxy": S.start["proxy"]})
     history["final"] = last["eval"] if exp.eval_every else S.evaluate(policy)

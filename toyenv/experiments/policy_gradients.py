@@ -3,7 +3,7 @@
     python -m toyenv.experiments.policy_gradients    # five runs + the base model -> toyenv/data/policy_gradients.json
     python -m toyenv.experiments.policy_gradients --algorithms rloo ppo --out /tmp/pg.json
 
-Each run copies the shipped base model and trains it with `toyenv.rl.train` on the verifier's reward under the
+Each run copies the shipped base model and trains it with `toyenv.trainers.rl.train` on the verifier's reward under the
 J/Q/K = 10 rule ("ten"): the same samples budget for every algorithm (30 steps of 8 hands x 8 completions), learning
 rate 1e-4, no KL penalty, the same seed, so every run's first batch of rollouts is the same. PPO makes 2 passes
 over each batch (on the second the ratio differs from 1, so its clip has something to clip); the others one. After
@@ -30,9 +30,9 @@ from .. import load_base
 from ..checkpoint import DATA_DIR
 from ..envs import general_points as gp
 from ..model import GPT
-from ..rl import RLConfig, train
 from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
+from ..trainers.rl import RLConfig, train
 from . import machine, twins
 
 STUDY_PATH = DATA_DIR / "policy_gradients.json"
@@ -87,7 +87,7 @@ def run(algorithm: str, base: GPT | None = None, tokenizer: Tokenizer | None = N
     tokenizer = tokenizer or Tokenizer()
     start = time.perf_counter()
     policy = copy.deepcopy(base)
-    history = train(policy, base, general_points_task(RULE), exp.rl_config(algorithm), tokenizer,
+    history = train(policy, general_points_task(RULE), exp.rl_config(algorithm), tokenizer, ref=base,
                     progress=progress, desc=algorithm)
     record = {"algorithm": algorithm, **{k: _r4(history[k]) for k in SERIES},
               "greedy_accuracy": greedy_accuracy(policy, tokenizer, exp.eval_episodes)}

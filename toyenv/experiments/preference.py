@@ -8,11 +8,11 @@
 `--part` rebuilds one part and keeps the others of the existing file as they are; the keys are always written in
 the same order (`KEYS`), so rebuilding the parts one by one or all at once writes the same file.
 
-DPO (`toyenv.dpo.train_preference`) starts from the shipped base model on GeneralPoints pairs sampled from the
-base model itself and graded by the verifier (`toyenv.preference.general_points_pairs(model=base)`), the on-policy
+DPO (`toyenv.trainers.dpo.train`) starts from the shipped base model on GeneralPoints pairs sampled from the
+base model itself and graded by the verifier (`toyenv.pairs.general_points_pairs(model=base)`), the on-policy
 setting of iterative DPO. Each run records, on a fixed set of held-out pairs, the sequence log-probs of chosen and
 rejected completions before and after, the greedy accuracy of the policy on the task, and KL(π ‖ π_ref) of its
-completions. The margin study trains reward models (`toyenv.reward_model`) on graded pairs built from the
+completions. The margin study trains reward models (`toyenv.trainers.reward_model`) on graded pairs built from the
 environment (expert answers and graded corruptions of them) with no margin and with Llama 2's two margin tables,
 and measures held-out accuracy per strength label and how the score gaps sit against the margins. The policy-margin
 part trains the policy for 100 steps with DPO, RPO and REBEL on the same pairs (seed 0, notebook 06's section 3) and
@@ -34,14 +34,15 @@ import torch
 
 from .. import load_base
 from ..checkpoint import DATA_DIR
-from ..dpo import PreferenceConfig, logratio_gaps, train_preference
 from ..envs import general_points as gp
 from ..kl import completion_kl
 from ..model import GPT
-from ..preference import (STRENGTHS, GradedPair, general_points_pairs, margins_for, strength_counts,
-                          strength_for_gap)
-from ..reward_model import RewardConfig, RewardModel, pairwise_accuracy, score_texts, train_reward_model
+from ..pairs import (STRENGTHS, PreferencePair, general_points_pairs, margins_for, pairwise_accuracy, strength_counts,
+                     strength_for_gap)
 from ..tokenizer import Tokenizer
+from ..trainers import dpo, reward_model
+from ..trainers.dpo import PreferenceConfig, logratio_gaps
+from ..trainers.reward_model import RewardConfig, RewardModel, score_texts
 from . import machine, yes_no
 
 STUDY_PATH = DATA_DIR / "preference_study.json"
@@ -68,7 +69,7 @@ class DPOExperiment:
                                 eval_every=self.eval_every, seed=seed, **extra)
 
 
-def sampled_pairs(base: GPT, tokenizer: Tokenizer, n: int, seed: int) -> list[GradedPair]:
+def sampled_pairs(base: GPT, tokenizer: Tokenizer, n: int, seed: int) -> list[PreferencePair]:
     """n graded pairs from 4 samples of the base model per hand (two with different verifier rewards)."""
     return general_points_pairs(n, seed=seed, model=base, tokenizer=tokenizer)
 
@@ -78,7 +79,7 @@ def task_accuracy(model: GPT, tokenizer: Tokenizer, episodes: int = 200) -> dict
     return {"task_accuracy": gp.evaluate(model, tokenizer, "ten", n_episodes=episodes, seed=EVAL_SEED)["accuracy"]}
 
 
-def policy_kl(policy: GPT, ref: GPT, tokenizer: Tokenizer, pairs: list[GradedPair]) -> float:
+def policy_kl(policy: GPT, ref: GPT, tokenizer: Tokenizer, pairs: list[PreferencePair]) -> float:
     """Mean KL(π ‖ π_ref) in nats of completions sampled from π, on the prompts of `pairs`."""
     return float(completion_kl(policy, ref, [p.prompt for p in pairs], tokenizer, max_new_tokens=24, seed=0).mean())
 
@@ -102,10 +103,9 @@ def run_dpo(loss_type: str = "dpo", beta: float = 0.1, alpha: float = 0.0, seed:
     policy = copy.deepcopy(base)
     start = time.perf_counter()
     label = f"{loss_type}, β = {beta}" + (f", α = {alpha}" if loss_type == "dpo_nll" else "")
-    history = train_preference(policy, train_pairs, exp.config(loss_type, beta, alpha, seed, **extra), ref=base,
-                               tokenizer=tokenizer, monitor_pairs=monitor,
-                               eval_fn=lambda m: task_accuracy(m, tokenizer, exp.eval_episodes),
-                               progress=progress, desc=label)
+    history = dpo.train(policy, train_pairs, exp.config(loss_type, beta, alpha, seed, **extra), tokenizer, ref=base,
+                        monitor_pairs=monitor, eval_fn=lambda m: task_accuracy(m, tokenizer, exp.eval_episodes),
+                        progress=progress, desc=label)
     evals = [(s, {k: round(float(v), 4) for k, v in row.items()}) for s, row in history["eval"]]
     final = dict(evals[-1][1], kl=round(policy_kl(policy, base, tokenizer, monitor[: exp.kl_prompts]), 4))
     record = {"loss_type": loss_type, "beta": beta, "alpha": alpha, "seed": seed, **extra, "eval": evals,
@@ -122,12 +122,12 @@ class MarginExperiment:
     learning_rate: float = 3e-4
 
 
-def graded_pool_pairs(n: int, seed: int) -> list[GradedPair]:
+def graded_pool_pairs(n: int, seed: int) -> list[PreferencePair]:
     """Environment-built graded pairs (expert vs graded corruptions), 10% "unsure" labels."""
     return general_points_pairs(n, seed=seed)
 
 
-def bucket_metrics(rm: RewardModel, tokenizer: Tokenizer, pairs: list[GradedPair]) -> dict:
+def bucket_metrics(rm: RewardModel, tokenizer: Tokenizer, pairs: list[PreferencePair]) -> dict:
     """Held-out accuracy (ties count half) and mean score gap r(y_c) − r(y_r), overall and per strength label.
 
     "all" also has, from the same scores: "median_gap"; "below_small" / "below_large", the fraction of pairs whose
@@ -166,7 +166,7 @@ def run_margin(table: str | None, seed: int = 0, exp: MarginExperiment | None = 
     rm = RewardModel.from_gpt(base)
     cfg = RewardConfig(max_steps=exp.max_steps, learning_rate=exp.learning_rate, use_margin=table is not None,
                        seed=seed)
-    train_reward_model(rm, [p.as_preference_pair(table or "small") for p in train_pairs], cfg, tokenizer,
+    reward_model.train(rm, [p.with_margin(table or "small") for p in train_pairs], cfg, tokenizer,
                        progress=progress, desc=f"reward model, margin {table}")
     return rm, {"table": table, "seed": seed, "test": bucket_metrics(rm, tokenizer, test_pairs)}
 
@@ -187,7 +187,7 @@ def run_policy_margin(method: str, seed: int = POLICY_SEED, exp: DPOExperiment |
                       base: GPT | None = None, tokenizer: Tokenizer | None = None, train_pairs: list | None = None,
                       monitor: list | None = None, progress: bool = True) -> tuple[GPT, dict]:
     """One of `POLICY_METHODS` ("DPO", "RPO", "REBEL") with `run_dpo`; the record also has "method" and "h", the
-    log-ratio gap of every monitor pair (`toyenv.dpo.logratio_gaps`, 4 decimals)."""
+    log-ratio gap of every monitor pair (`toyenv.trainers.dpo.logratio_gaps`, 4 decimals)."""
     exp = exp or policy_margin_experiment()
     if base is None:
         base, tokenizer = load_base()
@@ -217,7 +217,7 @@ def displacement_verdicts(record: dict, base_task_accuracy: float, min_drop: flo
             f"greedy task accuracy below half the base model's: {yes_no(f['task_accuracy'] < base_task_accuracy / 2)}"]
 
 
-def kinds_accuracy(pairs: list[GradedPair], r_c, r_r) -> list[dict]:
+def kinds_accuracy(pairs: list[PreferencePair], r_c, r_r) -> list[dict]:
     """Held-out accuracy per kind of pair, from the scores r_c, r_r (B,) of chosen and rejected: one row per
     (chosen kind, rejected kind) (verifier verdicts, e.g. ("correct", "wrong_value")), with "reward_gap",
     "strength" (the label the gap gives, `strength_for_gap`, before annotator noise), "n" and "accuracy" (ties count
@@ -236,7 +236,7 @@ def kinds_accuracy(pairs: list[GradedPair], r_c, r_r) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["reward_gap"], r["chosen"], r["rejected"]))
 
 
-def score_pairs(rm: RewardModel, tokenizer: Tokenizer, pairs: list[GradedPair]) -> tuple[torch.Tensor, torch.Tensor]:
+def score_pairs(rm: RewardModel, tokenizer: Tokenizer, pairs: list[PreferencePair]) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_c, r_r): the reward model's scores of the chosen and rejected completions of `pairs`."""
     prompts = [p.prompt for p in pairs]
     return (score_texts(rm, prompts, [p.chosen for p in pairs], tokenizer),

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from .. import load_base, seed_everything
-from .. import reward_model as rmod
 from ..checkpoint import DATA_DIR
+from ..pairs import sample_preference_pairs
 from ..tasks import general_points_task
+from ..trainers import reward_model as rmod
 
 PROXY_PATH = DATA_DIR / "proxy_rm.pt"
 SEED = 0
@@ -41,7 +42,7 @@ def preference_data(n_train: int, n_held_out: int, seed: int = SEED):
     splits = []
     for stream, n in ((0, n_train), (1, n_held_out)):
         prompts, infos = task.sample_prompts(np.random.default_rng([seed, 29, stream]), 3 * n)
-        splits.append(rmod.sample_preference_pairs(base, tok, prompts, task.reward_fn, n_pairs=n, infos=infos,
+        splits.append(sample_preference_pairs(base, tok, prompts, task.reward_fn, n_pairs=n, infos=infos,
                                                    seed=seed + stream))
     return base, tok, splits[0], splits[1]
 
@@ -53,7 +54,7 @@ def build(n_train: int = 1000, n_held_out: int = 500, out: Path = PROXY_PATH, pr
     seed_everything(SEED)
     rm = rmod.RewardModel.from_gpt(base)
     config = rmod.RewardConfig(max_steps=rm_steps, seed=SEED)
-    history = rmod.train_reward_model(rm, train_pairs, config, tok, eval_pairs=held_out, progress=progress)
+    history = rmod.train(rm, train_pairs, config, tok, eval_pairs=held_out, progress=progress)
     metrics = {
         "train_pairs": len(train_pairs),
         "held_out_pairs": len(held_out),

@@ -31,10 +31,12 @@ from ..checkpoint import DATA_DIR
 from ..envs import general_points as gp
 from ..model import GPT
 from ..pretrain import PretrainConfig, mixture
-from ..rl import RLConfig, train
 from ..tasks import general_points_task
-from ..tokenizer import Tokenizer
-from ..train import SFTConfig, collate, completion_loss, encode_pairs, sft
+from ..tokenizer import Tokenizer, collate, encode_pairs
+from ..trainers import rl, sft
+from ..trainers.common import completion_loss
+from ..trainers.rl import RLConfig
+from ..trainers.sft import SFTConfig
 from ..utils import eval_mode
 from . import machine, yes_no
 
@@ -101,7 +103,7 @@ def run(gamma: float, seed: int = 0, exp: PtxExperiment | None = None, base: GPT
     tokenizer = tokenizer or Tokenizer()
     held_out = held_out_data()
     policy = copy.deepcopy(base)
-    history = train(policy, base, general_points_task("ten"), exp.rl_config(gamma, seed), tokenizer,
+    history = rl.train(policy, general_points_task("ten"), exp.rl_config(gamma, seed), tokenizer, ref=base,
                     eval_fn=lambda m: skills(m, tokenizer, held_out, exp.eval_episodes), progress=progress,
                     desc=f"RL, γ = {gamma}", ptx_data=ptx_data() if gamma > 0 else None, initial_eval=initial_eval)
     def r4(xs):
@@ -123,7 +125,7 @@ def run_sft_only(seed: int = 0, exp: PtxExperiment | None = None, base: GPT | No
     model = copy.deepcopy(base)
     cfg = SFTConfig(max_steps=exp.max_steps, batch_size=exp.ptx_batch_size, learning_rate=exp.learning_rate,
                     warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0, seed=seed)
-    sft(model, ptx_data(), cfg, tokenizer, progress=progress, desc="pretraining data only")
+    sft.train(model, ptx_data(), cfg, tokenizer, progress=progress, desc="pretraining data only")
     return model, {"seed": seed, "final": skills(model, tokenizer, held_out_data(), exp.eval_episodes)}
 
 

@@ -42,10 +42,11 @@ from ..envs import general_points as gp
 from ..envs import navigation as nav
 from ..kl import completion_kl
 from ..model import GPT
-from ..rl import RLConfig, train
 from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
-from ..train import SFTConfig, sft
+from ..trainers import rl, sft
+from ..trainers.rl import RLConfig
+from ..trainers.sft import SFTConfig
 from ..utils import eval_mode
 from . import machine
 
@@ -188,7 +189,7 @@ def train_run(run: RazorRun, base: GPT, tokenizer: Tokenizer, seed: int = 0, pro
             raise ValueError(f"unknown data {run.data!r}")
         cfg = SFTConfig(max_steps=run.steps, batch_size=32, learning_rate=run.learning_rate, warmup_steps=10,
                         min_lr_ratio=1.0, seed=seed)
-        sft(model, data, cfg, tokenizer, progress=progress, desc=run.name)
+        sft.train(model, data, cfg, tokenizer, progress=progress, desc=run.name)
     elif run.method == "rl":
         rl_cfg = {"algorithm": "rloo", **run.rl}
         task = general_points_task(NEW_RULE)
@@ -197,7 +198,7 @@ def train_run(run: RazorRun, base: GPT, tokenizer: Tokenizer, seed: int = 0, pro
                                                          for x, i in zip(c, infos)], name="correct = 1, else 0")
         cfg = RLConfig(max_steps=run.steps, num_prompts=8, num_generations=8, max_new_tokens=20,
                        learning_rate=run.learning_rate, seed=seed, **rl_cfg)
-        train(model, base, task, cfg, tokenizer, progress=progress, desc=run.name)
+        rl.train(model, task, cfg, tokenizer, ref=base, progress=progress, desc=run.name)
     else:
         raise ValueError(f"unknown method {run.method!r}")
     return model
@@ -314,11 +315,11 @@ def headline(study: dict) -> list[str]:
     ]
     by = forgetting_by_method(study)
     for subset, what in (("all", "all runs"), ("learned", "runs that learned the new task")):
-        rl, sft = by["rl"][subset], by["sft"][subset]
+        rl_runs, sft_runs = by["rl"][subset], by["sft"][subset]
         for skill, forgot in SKILLS:
-            r, s = rl[forgot]["mean"], sft[forgot]["mean"]
-            lines.append(f"RL forgets less than SFT, {skill}, {what} ({rl['n']} RL, {sft['n']} SFT): mean forgetting "
-                         f"{r:+.3f} vs {s:+.3f}: {yes(r < s)}")
+            r, s = rl_runs[forgot]["mean"], sft_runs[forgot]["mean"]
+            lines.append(f"RL forgets less than SFT, {skill}, {what} ({rl_runs['n']} RL, {sft_runs['n']} SFT): "
+                         f"mean forgetting {r:+.3f} vs {s:+.3f}: {yes(r < s)}")
     return lines
 
 

@@ -38,10 +38,11 @@ from ..envs import general_points as gp
 from ..envs import navigation as nav
 from ..kl import completion_kl
 from ..model import GPT, GPTConfig
-from ..rl import RLConfig, train
 from ..tasks import Task, general_points_task, navigation_task
-from ..tokenizer import Tokenizer
-from ..train import SFTConfig, encode_pairs, sft
+from ..tokenizer import Tokenizer, encode_pairs
+from ..trainers import rl, sft
+from ..trainers.rl import RLConfig
+from ..trainers.sft import SFTConfig
 from ..utils import eval_mode, seed_everything
 from . import machine
 
@@ -117,7 +118,7 @@ def run_rl(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: To
     rl_cfg = RLConfig(algorithm="rloo", max_steps=cfg.rl_steps, num_prompts=cfg.num_prompts,
                       num_generations=cfg.num_generations, max_new_tokens=spec.max_new_tokens,
                       learning_rate=cfg.rl_learning_rate, eval_every=every, seed=seed, **cfg.rl)
-    history = train(policy, base, spec.rl_task(), rl_cfg, tokenizer, eval_fn=lambda m: skills(spec, m, tokenizer),
+    history = rl.train(policy, spec.rl_task(), rl_cfg, tokenizer, ref=base, eval_fn=lambda m: skills(spec, m, tokenizer),
                     progress=progress, desc=f"RL on {spec.name} [{spec.id_rule}]", initial_eval=initial_eval)
     # FLOPs per step: sampling reads prompt + completion (2N per token), the update trains them (6N), the
     # reference scores them (2N). Prompt length from this task's prompts, completion length from the history.
@@ -142,7 +143,7 @@ def run_sft(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: T
     sft_cfg = SFTConfig(max_steps=steps, batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate,
                         warmup_steps=min(20, steps // 10), min_lr_ratio=1.0, eval_every=every, seed=seed)
     t0 = time.perf_counter()
-    history = sft(model, data, sft_cfg, tokenizer, eval_fn=lambda m: skills(spec, m, tokenizer), progress=progress,
+    history = sft.train(model, data, sft_cfg, tokenizer, eval_fn=lambda m: skills(spec, m, tokenizer), progress=progress,
                   desc=f"SFT on {spec.name} [{spec.id_rule}]", initial_eval=initial_eval)
     record = {"method": "sft", "task": spec.name, "seed": seed, "steps": steps,
               "eval": [(float(step * per_step), s) for step, s in history["eval"]], "loss": history["loss"],

@@ -19,32 +19,30 @@ In the course the comparisons come from a hidden *gold* reward (the task's
 verifier) on samples of the policy, as in Gao et al. 2022, "Scaling Laws for
 Reward Model Overoptimization": the reward model learned from a few pairs is a
 *proxy*, and a policy optimized hard against it finds where proxy and gold
-disagree. `sample_preference_pairs` builds such pairs, `train_reward_model` fits
+disagree. `toyenv.pairs.sample_preference_pairs` builds such pairs, `train` fits
 the proxy, and `as_reward_fn` hands it to the RL trainer.
 """
 from __future__ import annotations
 
 import copy
 import math
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .model import GPT, GPTConfig, padded_causal_mask
-from .tokenizer import EOS_ID, PAD_ID, Tokenizer
-from .train import adamw, lr_at
-from .utils import eval_mode, progress_bar
-from .validation import check_bool, check_int, check_number, ensure_finite
+from ..model import GPT, GPTConfig, padded_causal_mask
+from ..pairs import PreferencePair, as_pairs, pairwise_accuracy
+from ..tokenizer import EOS_ID, PAD_ID, Tokenizer
+from ..utils import eval_mode, progress_bar
+from ..validation import check_bool
+from .common import adamw, check_optimization_fields, ensure_finite, epoch_batches, scheduled_lr, set_lr
 
 __all__ = [
-    "RewardModel", "RewardConfig", "PreferencePair", "encode_preference", "collate", "score_texts",
-    "as_reward_fn", "bradley_terry_loss", "train_reward_model", "preference_accuracy",
-    "pairwise_accuracy", "sample_preference_pairs",
-    "save_reward_model", "load_reward_model",
+    "RewardModel", "RewardConfig", "encode_preference", "score_texts", "as_reward_fn", "bradley_terry_loss",
+    "train", "preference_accuracy", "save_reward_model", "load_reward_model",
 ]
 
 
@@ -126,40 +124,10 @@ class RewardModel(nn.Module):
         return self.score(t.ln_f(h)).squeeze(-1)
 
 
-# --------------------------------------------------------------------------- data
-@dataclass
-class PreferencePair:
-    """`chosen` is preferred to `rejected` as a completion of `prompt`.
-
-    `margin` feeds the margin loss when `RewardConfig.use_margin` is on (ignored otherwise); `info`
-    carries anything else (the env's infos, the gold rewards) for analysis.
-    """
-
-    prompt: str
-    chosen: str
-    rejected: str
-    margin: float = 0.0
-    info: dict | None = field(default=None, repr=False)
-
-
-def _as_pairs(pairs: Sequence, what: str = "pairs") -> list[PreferencePair]:
-    """PreferencePairs from PreferencePairs or plain (prompt, chosen, rejected[, margin]) tuples."""
-    out = []
-    for i, p in enumerate(pairs):
-        if isinstance(p, PreferencePair):
-            out.append(p)
-        elif isinstance(p, (tuple, list)) and len(p) in (3, 4):
-            out.append(PreferencePair(*p))
-        else:
-            raise ValueError(
-                f"{what}[{i}] should be a PreferencePair or a (prompt, chosen, rejected[, margin]) tuple, got {p!r}"
-            )
-    return out
-
-
+# --------------------------------------------------------------------------- encoding
 def encode_preference(prompt: str, completion: str, tokenizer: Tokenizer | None = None,
                       max_length: int | None = None) -> list[int]:
-    """Ids of `BOS prompt completion EOS`, as `toyenv.train.encode_pairs` writes a (prompt, completion).
+    """Ids of `BOS prompt completion EOS`, as `toyenv.tokenizer.encode_pairs` writes a (prompt, completion).
 
     With `max_length`, a sequence that is too long keeps its prompt and EOS and loses the end of the
     completion (the reward model judges what it can read); without it, nothing is cut.
@@ -172,13 +140,6 @@ def encode_preference(prompt: str, completion: str, tokenizer: Tokenizer | None 
             raise ValueError(f"prompt of {len(p)} tokens (with BOS) leaves no room within max_length {max_length}")
         c = c[: max_length - len(p) - 1]
     return p + c + [EOS_ID]
-
-
-def collate(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into (tokens, attention_mask), both (B, T)."""
-    if len(seqs) == 0:
-        raise ValueError("collate needs at least one sequence")
-    return Tokenizer().pad_batch(seqs, side="right")
 
 
 def _check_lengths(seqs: Sequence[Sequence[int]], block_size: int) -> None:
@@ -209,14 +170,14 @@ def score_texts(rm: RewardModel, prompts: Sequence[str], completions: Sequence[s
     out = []
     with eval_mode(rm):
         for start in range(0, len(seqs), batch_size):
-            tokens, mask = collate(seqs[start : start + batch_size])
+            tokens, mask = Tokenizer().pad_batch(seqs[start : start + batch_size], side="right")
             out.append(rm(tokens.to(rm.device), mask.to(rm.device)).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
 def as_reward_fn(rm: RewardModel, tokenizer: Tokenizer | None = None, batch_size: int = 256
                  ) -> Callable[..., list[float]]:
-    """`reward_fn(prompts, completions, infos=None) -> list[float]` scoring with `rm`, for `toyenv.rl`.
+    """`reward_fn(prompts, completions, infos=None) -> list[float]` scoring with `rm`, for `toyenv.trainers.rl`.
 
     Use it as `task.with_reward(as_reward_fn(rm, tok), "proxy RM")`. `infos` is ignored: the reward
     model sees only text. Completions too long for the model are truncated rather than raising, since
@@ -233,18 +194,28 @@ def as_reward_fn(rm: RewardModel, tokenizer: Tokenizer | None = None, batch_size
 # --------------------------------------------------------------------------- loss and training
 def bradley_terry_loss(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor,
                        margin: float | torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of −log σ(r_c − r_r − m) over the batch.
+    """Mean of −log σ(r_c − r_r − m) over the batch: Bradley–Terry, and Llama 2's margin loss (Touvron et al. 2023,
+    eq. 2).
 
-    m = None or 0 is the plain Bradley–Terry loss. A margin m (a float, or one per pair (B,)) is the
-    Llama 2 form: the loss keeps pushing until r_c exceeds r_r by about m, so pairs with a clearer
-    preference end up further apart. `logsigmoid` rather than `log(sigmoid(.))`: the latter
-    underflows to log 0 = −inf for large negative differences.
+    m = None or 0 is the plain Bradley–Terry loss. A margin m >= 0 (a float, or one per pair (B,), e.g.
+    `toyenv.pairs.margins_for(strengths)`) makes the loss keep pushing until r_c exceeds r_r by about m, so pairs
+    judged clearly better end up further apart. A negative margin would let the loss relax before the chosen
+    completion even wins, and is refused. `logsigmoid` rather than `log(sigmoid(.))`: the latter underflows to
+    log 0 = −inf for large negative differences.
     """
     if chosen_scores.shape != rejected_scores.shape:
-        raise ValueError(f"chosen scores {tuple(chosen_scores.shape)} != rejected scores {tuple(rejected_scores.shape)}")
+        raise ValueError(f"chosen scores have shape {tuple(chosen_scores.shape)} but rejected scores have "
+                         f"{tuple(rejected_scores.shape)}")
+    if chosen_scores.numel() == 0:
+        raise ValueError("empty batch: the mean loss of zero pairs is undefined")
     diff = chosen_scores - rejected_scores
     if margin is not None:
-        diff = diff - torch.as_tensor(margin, dtype=diff.dtype, device=diff.device)
+        m = torch.as_tensor(margin, dtype=diff.dtype, device=diff.device)
+        if m.dim() > 0 and m.shape != diff.shape:
+            raise ValueError(f"margin has shape {tuple(m.shape)}; give one float or one per pair {tuple(diff.shape)}")
+        if not bool(torch.isfinite(m).all()) or bool((m < 0).any()):
+            raise ValueError("margins must be finite and >= 0 (see toyenv.pairs.LLAMA2_MARGINS)")
+        diff = diff - m
     return -F.logsigmoid(diff).mean()
 
 
@@ -262,13 +233,8 @@ class RewardConfig:
     eval_every: int = 0  # held-out accuracy every this many steps (0: only before and after training)
 
     def __post_init__(self) -> None:
-        check_int(self, ("max_steps", "batch_size"), minimum=1)
-        check_int(self, ("warmup_steps", "eval_every"), minimum=0)
-        check_int(self, "seed")
+        check_optimization_fields(self)
         check_bool(self, "use_margin")
-        check_number(self, ("learning_rate", "max_grad_norm"), above=0)
-        check_number(self, "min_lr_ratio", at_least=0, at_most=1)
-        check_number(self, "weight_decay", at_least=0)
 
 
 def _encode_pairs(pairs: list[PreferencePair], tokenizer: Tokenizer | None, block_size: int):
@@ -281,20 +247,15 @@ def _encode_pairs(pairs: list[PreferencePair], tokenizer: Tokenizer | None, bloc
 
 def _pair_scores(rm: RewardModel, chosen: list, rejected: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores of chosen and rejected in one forward pass of 2B rows (one pass is cheaper than two)."""
-    tokens, mask = collate(list(chosen) + list(rejected))
+    tokens, mask = Tokenizer().pad_batch(list(chosen) + list(rejected), side="right")
     scores = rm(tokens.to(rm.device), mask.to(rm.device))
     return scores[: len(chosen)], scores[len(chosen) :]
-
-
-def pairwise_accuracy(r_c: torch.Tensor, r_r: torch.Tensor) -> float:
-    """Fraction of pairs ranked right; a tie counts half (a coin flip would be right half the time)."""
-    return float(((r_c > r_r).double() + 0.5 * (r_c == r_r).double()).mean())
 
 
 def preference_accuracy(rm: RewardModel, pairs: Sequence, tokenizer: Tokenizer | None = None,
                         batch_size: int = 256) -> float:
     """Fraction of pairs with score(chosen) > score(rejected); ties count as 0.5."""
-    pairs = _as_pairs(pairs)
+    pairs = as_pairs(pairs)
     if not pairs:
         raise ValueError("preference_accuracy needs at least one pair")
     prompts = [p.prompt for p in pairs]
@@ -303,7 +264,7 @@ def preference_accuracy(rm: RewardModel, pairs: Sequence, tokenizer: Tokenizer |
     return pairwise_accuracy(r_c, r_r)
 
 
-def train_reward_model(
+def train(
     rm: RewardModel,
     pairs: Sequence,
     config: RewardConfig | None = None,
@@ -322,12 +283,12 @@ def train_reward_model(
     becomes NaN or inf stops training with FloatingPointError, before the update.
     """
     cfg = config or RewardConfig()
-    pairs = _as_pairs(pairs)
+    pairs = as_pairs(pairs)
     if not pairs:
-        raise ValueError("train_reward_model needs at least one preference pair")
+        raise ValueError("the reward-model trainer needs at least one preference pair")
     chosen, rejected, margins = _encode_pairs(pairs, tokenizer, rm.config.block_size)
     if eval_pairs is not None:
-        eval_pairs = _as_pairs(eval_pairs, "eval_pairs")
+        eval_pairs = as_pairs(eval_pairs, "eval_pairs")
         if not eval_pairs:
             raise ValueError("eval_pairs is empty; pass None for no evaluation")
         ev_chosen, ev_rejected, ev_margins = _encode_pairs(eval_pairs, tokenizer, rm.config.block_size)
@@ -351,20 +312,15 @@ def train_reward_model(
         history["eval"].append((step, {"accuracy": pairwise_accuracy(r_c, r_r), "loss": loss.item()}))
 
     run_eval(0)
-    order = torch.randperm(len(pairs), generator=gen)
-    cursor = 0
-    bs = min(cfg.batch_size, len(pairs))  # fewer pairs than a batch: every step sees all of them
+    # fewer pairs than a batch: every step sees all of them
+    batches = epoch_batches(len(pairs), min(cfg.batch_size, len(pairs)), gen)
     bar = progress_bar(range(cfg.max_steps), desc, enabled=progress)
     for step in bar:
-        if cursor + bs > len(order):  # new epoch: reshuffle
-            order, cursor = torch.randperm(len(pairs), generator=gen), 0
-        idx = order[cursor : cursor + bs].tolist()
-        cursor += bs
+        idx = next(batches)
 
         rm.train()
-        lr = lr_at(step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        lr = scheduled_lr(step, cfg)
+        set_lr(opt, lr)
         r_c, r_r = _pair_scores(rm, [chosen[i] for i in idx], [rejected[i] for i in idx])
         loss = bradley_terry_loss(r_c, r_r, margins[idx].to(dev) if cfg.use_margin else None)
         ensure_finite(loss, "reward model loss", step, cfg.learning_rate)
@@ -387,79 +343,6 @@ def train_reward_model(
     return history
 
 
-# --------------------------------------------------------------------------- preference data
-def sample_preference_pairs(
-    policy: GPT,
-    tokenizer: Tokenizer,
-    prompts: Sequence[str],
-    gold_fn: Callable[[Sequence[str], Sequence[str], Sequence[dict]], Sequence[float]],
-    n_pairs: int,
-    seed: int = 0,
-    temperature: float = 1.0,
-    max_new_tokens: int = 24,
-    infos: Sequence[dict] | None = None,
-    batch_size: int = 256,
-    max_rounds: int = 4,
-) -> list[PreferencePair]:
-    """Preference pairs labelled by a gold reward on two samples of `policy` per prompt.
-
-    For each prompt, two completions are sampled (a `torch.Generator` seeded with `seed`, so the result
-    is deterministic) and scored with `gold_fn(prompts, completions, infos)` (`infos` given as a list of
-    empty dicts when None). A pair is kept only if the gold rewards differ; the higher one is `chosen`,
-    `margin` is the gold gap, and `info` holds the prompt's info plus "gold_chosen" and "gold_rejected".
-
-    Ties are discarded, so one pass over the prompts may give fewer than `n_pairs` pairs: the prompts are
-    then cycled again with fresh samples, for at most `max_rounds` passes (a prompt may thus give several
-    pairs). If that is still not enough, the pairs found are returned (fewer than `n_pairs`) with a
-    warning: check `len(result)`. Sampling stops as soon as `n_pairs` are found, in prompt order.
-    """
-    if n_pairs < 1:
-        raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
-    if len(prompts) == 0:
-        raise ValueError("sample_preference_pairs needs at least one prompt")
-    if infos is not None and len(infos) != len(prompts):
-        raise ValueError(f"{len(prompts)} prompts but {len(infos)} infos")
-    if batch_size < 1 or max_rounds < 1:
-        raise ValueError("batch_size and max_rounds must be >= 1")
-    infos = [dict(i) for i in infos] if infos is not None else [{} for _ in prompts]
-    encoded = [tokenizer.encode(p, bos=True) for p in prompts]
-    generator = torch.Generator(device=policy.device).manual_seed(int(seed))
-    out: list[PreferencePair] = []
-    n_sampled = 0
-    with eval_mode(policy):
-        for _ in range(max_rounds):
-            for start in range(0, len(prompts), batch_size):
-                rows = range(start, min(start + batch_size, len(prompts)))
-                ids = [encoded[i] for i in rows for _ in range(2)]  # rows 2j and 2j+1 share prompt j
-                tokens, gen_mask = policy.generate(ids, max_new_tokens, temperature=temperature, eos_id=EOS_ID,
-                                                   pad_id=PAD_ID, generator=generator)
-                completions = tokenizer.decode_batch(tokens, mask=gen_mask)
-                batch_prompts = [prompts[i] for i in rows for _ in range(2)]
-                batch_infos = [infos[i] for i in rows for _ in range(2)]
-                gold = [float(g) for g in gold_fn(batch_prompts, completions, batch_infos)]
-                if len(gold) != len(completions):
-                    raise ValueError(f"gold_fn returned {len(gold)} rewards for {len(completions)} completions")
-                n_sampled += len(rows)
-                for j, i in enumerate(rows):
-                    (a, ga), (b, gb) = (completions[2 * j], gold[2 * j]), (completions[2 * j + 1], gold[2 * j + 1])
-                    if not (math.isfinite(ga) and math.isfinite(gb)):
-                        raise ValueError(f"gold_fn returned a NaN or infinite reward for prompt {i}")
-                    if ga == gb:
-                        continue
-                    if gb > ga:
-                        (a, ga), (b, gb) = (b, gb), (a, ga)
-                    info = dict(infos[i], gold_chosen=ga, gold_rejected=gb)
-                    out.append(PreferencePair(prompts[i], a, b, margin=ga - gb, info=info))
-                    if len(out) == n_pairs:
-                        return out
-    warnings.warn(
-        f"only {len(out)} of the {n_pairs} requested pairs had different gold rewards "
-        f"({n_sampled} prompts sampled in {max_rounds} round(s)); returning {len(out)}",
-        stacklevel=2,
-    )
-    return out
-
-
 # --------------------------------------------------------------------------- saving and loading
 RM_FORMAT = "toyenv-reward-model-v1"
 
@@ -473,7 +356,7 @@ def save_reward_model(path, rm: RewardModel, **meta) -> "Path":
     import json
     from pathlib import Path
 
-    from .checkpoint import save_blob
+    from ..checkpoint import save_blob
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -492,7 +375,7 @@ def load_reward_model(path, map_location="cpu") -> tuple[RewardModel, dict]:
     """
     from pathlib import Path
 
-    from .checkpoint import CheckpointError, check_weights, read_blob, read_config
+    from ..checkpoint import CheckpointError, check_weights, read_blob, read_config
 
     path = Path(path)
     what = "reward model"

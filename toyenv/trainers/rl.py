@@ -43,13 +43,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .kl import KL_ESTIMATORS, estimator, exact_categorical
-from .model import GPT, next_token_logprobs
-from .tasks import Task
-from .tokenizer import EOS_ID, PAD_ID, Tokenizer
-from .train import adamw, collate, completion_loss, encode_pairs
-from .utils import eval_mode, progress_bar
-from .validation import check_bool, check_choice, check_int, check_number, ensure_finite
+from ..kl import KL_ESTIMATORS, estimator, exact_categorical
+from ..model import GPT, next_token_logprobs
+from ..tasks import Task
+from ..tokenizer import EOS_ID, PAD_ID, Tokenizer, collate, encode_pairs
+from ..utils import eval_mode, progress_bar
+from ..validation import check_bool, check_choice, check_int, check_number
+from .common import adamw, completion_loss, ensure_finite
 
 ALGORITHMS = ("reinforce", "reinforce_baseline", "rloo", "grpo", "ppo")
 KL_PLACES = ("reward", "loss")
@@ -57,7 +57,7 @@ CLIPPED = ("grpo", "ppo")
 
 __all__ = [
     "RLConfig", "AdaptiveKLController", "FixedKLController", "train", "rollout", "advantages", "clipped_objective",
-    "sequence_logprobs", "ALGORITHMS",
+    "per_token_logprobs", "ALGORITHMS",
 ]
 
 
@@ -146,7 +146,7 @@ class AdaptiveKLController:
 
 
 # --------------------------------------------------------------------------- pieces of the update
-def sequence_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+def per_token_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of `tokens` (B, T, aligned: column 0 is 0) and the full next-token log-distributions
     (B, T, V) that produced them (row t is the distribution that token t was drawn from)."""
@@ -237,10 +237,11 @@ def rollout(policy: GPT, task: Task, tokenizer: Tokenizer, cfg: RLConfig, rng: n
 # --------------------------------------------------------------------------- the trainer
 def train(
     policy: GPT,
-    ref: GPT | None,
     task: Task,
     config: RLConfig | None = None,
     tokenizer: Tokenizer | None = None,
+    *,
+    ref: GPT | None = None,
     kl_controller: AdaptiveKLController | FixedKLController | None = None,
     eval_fn: Callable[[GPT], dict] | None = None,
     progress: bool = True,
@@ -328,14 +329,14 @@ def train(
         policy.train()
         reuse = cfg.num_minibatches == 1
         if reuse:
-            first_logp, first_dist = sequence_logprobs(policy, tokens, attn, cfg.temperature)
+            first_logp, first_dist = per_token_logprobs(policy, tokens, attn, cfg.temperature)
             old_logp, old_dist = first_logp.detach(), first_dist.detach()
         else:
             with torch.no_grad():
-                old_logp, old_dist = sequence_logprobs(policy, tokens, attn, cfg.temperature)
+                old_logp, old_dist = per_token_logprobs(policy, tokens, attn, cfg.temperature)
         with torch.no_grad():
             if ref is not None:
-                ref_logp, ref_dist = sequence_logprobs(ref, tokens, attn, cfg.temperature)
+                ref_logp, ref_dist = per_token_logprobs(ref, tokens, attn, cfg.temperature)
                 # exact KL(π(·|s_t) ‖ π_ref(·|s_t)) at every generated position, summed along the completion
                 kl_exact = (exact_categorical(old_dist, ref_dist) * mask).sum(1)
             else:
@@ -356,7 +357,7 @@ def train(
                 if reuse and it == 0:
                     logp = first_logp
                 else:
-                    logp, _ = sequence_logprobs(policy, tokens[mb], attn[mb], cfg.temperature)
+                    logp, _ = per_token_logprobs(policy, tokens[mb], attn[mb], cfg.temperature)
                 ratio = torch.exp(logp - old_logp[mb])
                 a = adv[mb].unsqueeze(1)
                 if cfg.algorithm in CLIPPED:
