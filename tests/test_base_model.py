@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import toyenv
-from toyenv.pretrain import BASE_PATH, METRICS_PATH, measure
+from toyenv.experiments.base_model import METRICS_PATH, PATH as BASE_PATH, measure
 
 # Greedy decoding is deterministic, so on the machine that built the checkpoint the recomputed metrics match
 # exactly; the tolerance absorbs float differences from other CPUs / thread counts / BLAS builds.

@@ -89,8 +89,8 @@ import zipfile  # noqa: E402
 
 import toyenv.checkpoint as ckpt  # noqa: E402
 import toyenv.trainers.reward_model as rmod  # noqa: E402
-from toyenv.experiments.proxy_reward import PROXY_PATH  # noqa: E402
-from toyenv.pretrain import BASE_PATH  # noqa: E402
+from toyenv.experiments.proxy_reward import PATH as PROXY_PATH  # noqa: E402
+from toyenv.experiments.base_model import PATH as BASE_PATH  # noqa: E402
 
 _DROP = object()  # marks a field to remove from a stored blob
 

@@ -86,8 +86,7 @@ def test_seed_counts_and_verdicts_on_a_hand_made_sweep():
 
 @pytest.fixture(scope="module")
 def sweep():
-    import json
-    return json.loads(ptx.SWEEP_PATH.read_text())
+        return ptx.load()
 
 
 def test_shipped_sweep_per_seed_numbers(sweep):

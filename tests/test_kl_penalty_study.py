@@ -9,7 +9,7 @@ from toyenv.experiments import kl_penalty as K, same_machine
 
 @pytest.fixture(scope="module")
 def study():
-    return K.load_study()
+    return K.load()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ def displacement(base):
                           kl_prompts=16)
     pairs = P.sampled_pairs(model, tok, exp.num_pairs, seed=0)
     monitor = P.sampled_pairs(model, tok, exp.monitor_pairs, seed=P.MONITOR_SEED)
-    return {name: P.run_dpo(loss, 0.1, alpha, 0, exp, model, tok, pairs, monitor, progress=False)[1]
+    return {name: P.run(loss, 0.1, alpha, 0, exp, model, tok, pairs, monitor, progress=False)[1]
             for name, loss, alpha in (("dpo", "dpo", 0.0), ("nll", "dpo_nll", 1.0))}
 
 
@@ -54,7 +54,7 @@ def test_margin_run_reports_every_strength(base):
 
 @pytest.fixture(scope="module")
 def study():
-    return P.load_study()
+    return P.load()
 
 
 def test_shipped_alpha_sweep_anchors_the_chosen_answers_more_as_alpha_grows(study):

@@ -1,7 +1,6 @@
 """toyenv.experiments.razor: notebook 09's measurements, the other annotator's data, the fixed-seed SFT-vs-RL
 comparison and the shipped study. (The KL measurement against `exact_categorical` is in test_kl.py.)"""
 import copy
-import json
 
 import numpy as np
 import pytest
@@ -56,7 +55,7 @@ def test_predictors_and_headline_against_the_shipped_study_read_by_hand():
     .215 .234 .040 .072. Runs 1 and 4 tie exactly on forgetting (both 0.246 on the ranked rule), so they share rank
     5.5 and ρ is Pearson's r of the ranks: Σ(x − 7.5)² = 14·195/12 = 227.5 for KL and weight change, 227.5 − (2³ − 2)/12
     = 227 for forgetting, and Σxy − n·7.5² = (227.5 + 227 − Σd²) / 2."""
-    study = json.loads(R.RESULTS_PATH.read_text())
+    study = R.load()
     kl_rank = np.array([2, 9, 6, 3, 4, 1, 5, 8, 11, 12, 13, 14, 7, 10])
     w_rank = np.array([3, 7, 5, 2, 4, 1, 6, 10, 13, 12, 8, 14, 9, 11])
     f_rank = np.array([5.5, 10, 3, 5.5, 4, 2, 1, 7, 13, 11, 12, 14, 8, 9])
@@ -110,7 +109,7 @@ def test_weight_change_is_zero_for_a_copy_and_the_norm_of_a_shift(base):
 def test_measure_records_forgetting_kl_and_weight_change(base):
     model, tok = base
     run = R.RazorRun("SFT, 5 steps", "sft", 1e-3, 5)
-    tuned = R.train_run(run, model, tok, progress=False)
+    tuned = R.run(run, model, tok, progress=False)
     base_old = R.old_skills(model, tok)
     assert base_old["ranked"] == R.old_skill(model, tok)
     m = R.measure(run, tuned, model, tok, base_old)
@@ -119,9 +118,9 @@ def test_measure_records_forgetting_kl_and_weight_change(base):
     assert m["kl"] > 0 and m["weight_change"] > 0 and 0 <= m["new_task"] <= 1
     assert R.weight_change(model, model) == 0.0
     with pytest.raises(ValueError, match="rl_policy"):
-        R.train_run(R.RazorRun("x", "sft", 1e-4, 1, data="rl_samples"), model, tok, progress=False)
+        R.run(R.RazorRun("x", "sft", 1e-4, 1, data="rl_samples"), model, tok, progress=False)
     with pytest.raises(ValueError, match="unknown data"):
-        R.train_run(R.RazorRun("x", "sft", 1e-4, 1, data="nope"), model, tok, progress=False)
+        R.run(R.RazorRun("x", "sft", 1e-4, 1, data="nope"), model, tok, progress=False)
 
 
 def test_the_other_annotator_answers_the_same_deals_correctly_in_another_style():
@@ -142,7 +141,7 @@ def test_sft_on_another_annotator_moves_further_in_kl_than_rl_at_a_comparable_ne
     runs = {r.name: r for r in R.RUNS}
     out = {}
     for name in ("RL lr 1e-4, KL beta 0.1", "SFT other annotator lr 3e-4, 2x"):
-        tuned = R.train_run(runs[name], model, tok, progress=False)
+        tuned = R.run(runs[name], model, tok, progress=False)
         out[name] = (R.new_task_score(tuned, tok), R.new_task_kl(model, tuned, tok), R.old_skill(tuned, tok))
     (rl_new, rl_kl, rl_old), (sft_new, sft_kl, sft_old) = out.values()
     base_new = R.new_task_score(model, tok)
@@ -153,7 +152,7 @@ def test_sft_on_another_annotator_moves_further_in_kl_than_rl_at_a_comparable_ne
 
 
 def test_the_shipped_study_backs_the_notebook():
-    study = json.loads(R.RESULTS_PATH.read_text())
+    study = R.load()
     rows = {r["name"]: r for r in study["runs"]}
     assert [r.name for r in R.RUNS] == list(rows)  # rebuilt with the current RUNS
     assert len(rows) >= 8

@@ -14,7 +14,7 @@ def short_general_points(base):
     model, tok = base
     spec = S.TaskSpec("general_points", "ten", "ranked", max_new_tokens=20, eval_episodes=300)
     cfg = S.StudyConfig(rl_steps=21, num_evals=3, kl_prompts=32)
-    return spec, S.skills(spec, model, tok), S.compare(spec, cfg, 0, model, tok, progress=False)
+    return spec, S.skills(spec, model, tok), S.run(spec, cfg, 0, model, tok, progress=False)
 
 
 def test_sft_memorizes_rl_generalizes_on_general_points(short_general_points):
@@ -79,13 +79,13 @@ def test_shipped_cold_start_learns_nothing_and_reproduces(base):
     reproduces the shipped record (about 20 s)."""
     import json
 
-    shipped = json.loads(S.RESULTS_PATH.read_text())["cold_start"]
+    shipped = S.load()["cold_start"]
     assert shipped["steps"] == S.COLD_START_STEPS == len(shipped["reward"])
     assert max(shipped["reward"]) < -2.9, shipped["reward"]
     assert all(s["id"] == 0.0 and s["ood"] == 0.0 for _, s in shipped["eval"])
     model, tok = base
     live = json.loads(json.dumps(S.run_cold_start(tok, model.device, progress=False)))
-    study = json.loads(S.RESULTS_PATH.read_text())
+    study = S.load()
     if same_machine(study):  # bit for bit where the study was built
         assert live["reward"] == shipped["reward"] and live["eval"] == shipped["eval"]
     c = compare({k: live[k] for k in ("reward", "eval")}, {k: shipped[k] for k in ("reward", "eval")},
@@ -99,7 +99,7 @@ def test_the_shipped_study_backs_the_notebooks_prose():
     raises it by 0.05-0.06 and SFT lowers it by 0.03-0.08. If a rebuild moves these, the prose must move too."""
     import json
 
-    study = json.loads(S.RESULTS_PATH.read_text())
+    study = S.load()
     end = {(r["task"], r["method"], r["seed"]): r["eval"][-1][1] for r in study["runs"]}
     gp_base, nav_base = study["base"]["general_points"], study["base"]["navigation"]
     assert gp_base["ood"] == pytest.approx(0.256)

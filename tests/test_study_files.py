@@ -73,19 +73,19 @@ def _diff(got, want, where="") -> str:
 
 def test_kl_penalty():
     exp = K.KLPenaltyExperiment(max_steps=2, eval_every=1, num_prompts=2, num_generations=2, max_new_tokens=4)
-    assert_same_fields(K.study((K.RUNS[0], K.RUNS[-1]), exp, progress=False), K.STUDY_PATH)
+    assert_same_fields(K.study((K.RUNS[0], K.RUNS[-1]), exp, progress=False), K.PATH)
 
 
 def test_policy_gradients():
     exp = PG.PolicyGradientExperiment(max_steps=1, num_prompts=2, num_generations=2, max_new_tokens=4,
                                       eval_episodes=4)
-    assert_same_fields(PG.study(exp=exp, progress=False), PG.STUDY_PATH)
+    assert_same_fields(PG.study(exp=exp, progress=False), PG.PATH)
 
 
 def test_ptx():
     exp = ptx.PtxExperiment(max_steps=2, num_prompts=2, num_generations=2, max_new_tokens=4, ptx_batch_size=2,
                             eval_every=1, eval_episodes=4)
-    assert_same_fields(ptx.sweep(gammas=(0.0, 1.0), seeds=(0,), exp=exp, progress=False), ptx.SWEEP_PATH)
+    assert_same_fields(ptx.study(gammas=(0.0, 1.0), seeds=(0,), exp=exp, progress=False), ptx.PATH)
 
 
 def test_preference(monkeypatch):
@@ -95,7 +95,7 @@ def test_preference(monkeypatch):
     # enough pairs that every strength shows up in training and in every held-out bucket
     monkeypatch.setattr(P, "MarginExperiment", functools.partial(P.MarginExperiment, num_train=200, num_test=200,
                                                                  max_steps=2))
-    assert_same_fields(P.study(seeds=(0,), progress=False), P.STUDY_PATH)
+    assert_same_fields(P.study(seeds=(0,), progress=False), P.PATH)
 
 
 def test_razor(monkeypatch):
@@ -103,7 +103,7 @@ def test_razor(monkeypatch):
     for name, small in (("new_task_score", 8), ("old_skill", 8)):
         monkeypatch.setattr(R, name, functools.partial(getattr(R, name), n=small))
     monkeypatch.setattr(R, "navigation_skill", functools.partial(R.navigation_skill, n_routes=2))
-    assert_same_fields(R.run_all(runs, progress=False), R.RESULTS_PATH)
+    assert_same_fields(R.study(runs, progress=False), R.PATH)
 
 
 def test_sft_vs_rl(monkeypatch):
@@ -113,11 +113,10 @@ def test_sft_vs_rl(monkeypatch):
     monkeypatch.setattr(S, "rule_usage", functools.partial(S.rule_usage, n=20))
     monkeypatch.setattr(S, "action_space_usage", functools.partial(S.action_space_usage, n_routes=2))
     cfg = S.StudyConfig(rl_steps=1, num_prompts=2, num_generations=2, num_evals=1, kl_prompts=4, expert_pairs=64)
-    assert_same_fields(S.study(seeds=(0,), cfg=cfg, progress=False), S.RESULTS_PATH)
+    assert_same_fields(S.study(seeds=(0,), cfg=cfg, progress=False), S.PATH)
 
 
-@pytest.mark.parametrize("path", [K.STUDY_PATH, PG.STUDY_PATH, ptx.SWEEP_PATH, P.STUDY_PATH, R.RESULTS_PATH,
-                                  S.RESULTS_PATH])
+@pytest.mark.parametrize("path", [K.PATH, PG.PATH, ptx.PATH, P.PATH, R.PATH, S.PATH])
 def test_every_study_says_where_it_was_built(path):
     study = json.loads(path.read_text())
     assert "threads" in study["machine"] and "torch" in study["machine"]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from toyenv import GPT, GPTConfig, Tokenizer, seed_everything
 from toyenv.pairs import PreferencePair
-from toyenv.pretrain import PretrainConfig
+from toyenv.experiments.base_model import PretrainConfig
 from toyenv.tasks import Task, reverse_dataset
 from toyenv.trainers import dpo, reward_model, rl, sft
 from toyenv.trainers.dpo import PreferenceConfig

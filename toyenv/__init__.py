@@ -15,15 +15,12 @@ from .utils import device, seed_everything
 def load_base(map_location=None):
     """The course's shipped base model: `(model, tokenizer)`, in eval mode on `map_location` (default: `device()`).
 
-    A tiny GPT pretrained on both toy tasks under both rules (see `toyenv.pretrain`, which rebuilds it);
-    its measured metrics are in `toyenv/data/base_metrics.json` and in `load_checkpoint(...)[2]`.
+    A tiny GPT pretrained on both toy tasks under both rules (see `toyenv.experiments.base_model`, which rebuilds
+    it); its measured metrics are in `toyenv/data/base_metrics.json` and in `load_checkpoint(...)[2]`.
     """
-    from .pretrain import BASE_PATH
+    from .experiments import base_model  # here: the experiments import toyenv, not the other way round
 
-    if not BASE_PATH.exists():
-        raise CheckpointError(f"the base model {BASE_PATH} is missing; rebuild it with `python -m toyenv.pretrain`")
-    model, tokenizer, _ = load_checkpoint(BASE_PATH, map_location=map_location or device())
-    return model, tokenizer
+    return base_model.load(map_location=map_location)
 
 __all__ = [
     "GPT", "GPTConfig", "token_logprobs", "Tokenizer", "PAD_ID", "BOS_ID", "EOS_ID",

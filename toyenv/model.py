@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
+from .utils import eval_mode
 
 
 @dataclass
@@ -166,10 +167,7 @@ class GPT(nn.Module):
         return self._forward(idx, pos, padded_causal_mask(attention_mask))
 
     def _forward(self, idx, pos, attn_mask=None, caches=None, cache_pos=0):
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, attn_mask, None if caches is None else caches[i], cache_pos)
-        return self.lm_head(self.transformer.ln_f(x))
+        return self.lm_head(self.transformer.ln_f(trunk(self.transformer, idx, pos, attn_mask, caches, cache_pos)))
 
     # ----------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -274,6 +272,34 @@ class GPT(nn.Module):
 
 
 # ---------------------------------------------------------------------- helpers
+def complete(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int, *,
+             batch_size: int | None = None, **generate_kwargs) -> list[str]:
+    """The text completions of `prompts`: each encoded as `BOS prompt`, sampled with `model.generate` (in batches of
+    `batch_size` prompts; all at once when None) and decoded up to its EOS, under no_grad with the model in eval mode
+    (its mode is given back after). `generate_kwargs` go to `generate` as they are (temperature, greedy, top_k,
+    generator, num_return_sequences: with k, rows i*k .. i*k+k-1 are the completions of prompt i)."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+    ids = [tokenizer.encode(p, bos=True) for p in prompts]
+    step = batch_size or max(1, len(ids))
+    out: list[str] = []
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, len(ids), step):
+            tokens, generated = model.generate(ids[start : start + step], max_new_tokens, **generate_kwargs)
+            out += tokenizer.decode_batch(tokens, mask=generated)
+    return out
+
+
+def trunk(transformer: nn.ModuleDict, idx: torch.Tensor, pos: torch.Tensor, attn_mask: torch.Tensor | None = None,
+          caches=None, cache_pos: int = 0) -> torch.Tensor:
+    """The hidden states (B, T, n_embd) of a GPT trunk (`GPT.transformer`: embeddings and blocks, before ln_f) at
+    positions `pos`. GPT puts ln_f and its LM head on top; the reward model reuses it with a scalar head."""
+    x = transformer.drop(transformer.wte(idx) + transformer.wpe(pos))
+    for i, block in enumerate(transformer.h):
+        x = block(x, attn_mask, None if caches is None else caches[i], cache_pos)
+    return x
+
+
 def padded_causal_mask(real: torch.Tensor) -> torch.Tensor:
     """(B, 1, T, T) boolean mask: causal, keys must be real tokens.
 

@@ -33,7 +33,7 @@ import torch
 
 from .envs import general_points as gp
 from .envs.sampling import sampling_generator
-from .model import GPT
+from .model import GPT, complete
 from .tasks import Task, general_points_task
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
 from .utils import eval_mode
@@ -251,11 +251,9 @@ def _sampled_pairs(model: Any, tokenizer: Tokenizer, task: Task, n: int, hand_rn
         while len(out) < n and n_hands < max_hands:
             prompts, infos = task.sample_prompts(hand_rng, min(batch_size, max_hands - n_hands))
             n_hands += len(prompts)
-            ids = [tokenizer.encode(p, bos=True) for p in prompts]
             # num_return_sequences: rows h*k .. h*k+k-1 are the k samples of hand h, sharing one prompt pass.
-            tokens, gen_mask = model.generate(ids, max_new_tokens, temperature=temperature, eos_id=EOS_ID,
-                                              pad_id=PAD_ID, generator=generator, num_return_sequences=k)
-            completions = tokenizer.decode_batch(tokens, mask=gen_mask)
+            completions = complete(model, tokenizer, prompts, max_new_tokens, temperature=temperature, eos_id=EOS_ID,
+                                   pad_id=PAD_ID, generator=generator, num_return_sequences=k)
             rewards = task.reward_fn([p for p in prompts for _ in range(k)], completions,
                                      [i for i in infos for _ in range(k)])
             rewards = [float(r) for r in rewards]
@@ -360,7 +358,6 @@ def sample_preference_pairs(
     if batch_size < 1 or max_rounds < 1:
         raise ValueError("batch_size and max_rounds must be >= 1")
     infos = [dict(i) for i in infos] if infos is not None else [{} for _ in prompts]
-    encoded = [tokenizer.encode(p, bos=True) for p in prompts]
     generator = torch.Generator(device=policy.device).manual_seed(int(seed))
     out: list[PreferencePair] = []
     n_sampled = 0
@@ -368,11 +365,9 @@ def sample_preference_pairs(
         for _ in range(max_rounds):
             for start in range(0, len(prompts), batch_size):
                 rows = range(start, min(start + batch_size, len(prompts)))
-                ids = [encoded[i] for i in rows for _ in range(2)]  # rows 2j and 2j+1 share prompt j
-                tokens, gen_mask = policy.generate(ids, max_new_tokens, temperature=temperature, eos_id=EOS_ID,
-                                                   pad_id=PAD_ID, generator=generator)
-                completions = tokenizer.decode_batch(tokens, mask=gen_mask)
-                batch_prompts = [prompts[i] for i in rows for _ in range(2)]
+                batch_prompts = [prompts[i] for i in rows for _ in range(2)]  # rows 2j and 2j+1 share prompt j
+                completions = complete(policy, tokenizer, batch_prompts, max_new_tokens, temperature=temperature,
+                                       eos_id=EOS_ID, pad_id=PAD_ID, generator=generator)
                 batch_infos = [infos[i] for i in rows for _ in range(2)]
                 gold = [float(g) for g in gold_fn(batch_prompts, completions, batch_infos)]
                 if len(gold) != len(completions):

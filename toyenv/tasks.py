@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .model import complete
+
 
 def reverse_prompt(word: str) -> str:
     return f"reverse {word}:"
@@ -34,11 +36,7 @@ def reverse_dataset(n: int, seed: int = 0, min_len: int = 3, max_len: int = 6) -
 
 def reverse_accuracy(model, tokenizer, pairs: list[tuple[str, str]]) -> float:
     """Fraction of prompts whose greedy completion is exactly the reversed word."""
-    import torch
-
-    with torch.no_grad():
-        tokens, mask = model.generate([tokenizer.encode(p, bos=True) for p, _ in pairs], max_new_tokens=10, greedy=True)
-    outs = tokenizer.decode_batch(tokens, mask)
+    outs = complete(model, tokenizer, [p for p, _ in pairs], 10, greedy=True)
     return sum(o == c for o, (_, c) in zip(outs, pairs)) / len(pairs)
 
 

@@ -63,7 +63,6 @@ from gymnasium import spaces
 
 from toyenv.envs.sampling import sampling_generator
 from toyenv.tokenizer import CHARACTERS, EOS_ID, PAD_ID
-from toyenv.utils import eval_mode
 
 __all__ = [
     "CARDS", "FACE_CARDS", "FACE_CARD_RULES", "REWARD_CORRECT", "REWARD_WRONG_VALUE",
@@ -640,7 +639,7 @@ def evaluate(model: Any, tokenizer: Any, face_card_rule: str = "ten", n_episodes
     [(prompt, completion, reason), ...first n_samples]}. The model is put in
     eval mode during generation and restored afterwards.
     """
-    import torch
+    from toyenv.model import complete  # here, not at the top: the game and its verifier need no torch
 
     _check_rule(face_card_rule)
     if n_episodes <= 0:
@@ -648,14 +647,9 @@ def evaluate(model: Any, tokenizer: Any, face_card_rule: str = "ten", n_episodes
     hands = eval_hands(n_episodes, face_card_rule, seed, target)
     prompts = [make_prompt(h, face_card_rule, target) for h in hands]
 
-    generator = sampling_generator(model, greedy, seed)
-    completions: list[str] = []
-    with eval_mode(model), torch.no_grad():
-        for start in range(0, n_episodes, batch_size):
-            batch = [tokenizer.encode(p, bos=True) for p in prompts[start:start + batch_size]]
-            tokens, gen_mask = model.generate(batch, max_new_tokens, temperature=temperature, top_k=top_k,
-                                              greedy=greedy, eos_id=EOS_ID, pad_id=PAD_ID, generator=generator)
-            completions += tokenizer.decode_batch(tokens, mask=gen_mask)
+    completions = complete(model, tokenizer, prompts, max_new_tokens, batch_size=batch_size, temperature=temperature,
+                           top_k=top_k, greedy=greedy, eos_id=EOS_ID, pad_id=PAD_ID,
+                           generator=sampling_generator(model, greedy, seed))
 
     verdicts = verify_batch(completions, hands, face_card_rule, target)
     counts = {k: 0 for k in VERDICT_KINDS}

@@ -86,12 +86,11 @@ from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 
 from toyenv.envs.sampling import sampling_generator
+from toyenv.model import complete
 from toyenv.tokenizer import CHARACTERS
-from toyenv.utils import eval_mode
 
 __all__ = [
     "ACTION_SPACE_KINDS",
@@ -542,20 +541,9 @@ def evaluate(
     kind = check_kind(action_space_kind)
     episodes = oracle_episodes(n_episodes, kind, seed, env_kwargs)
     flat = [(e, s) for e, ep in enumerate(episodes) for s in ep]
-    encoded = [tokenizer.encode(s.prompt, bos=True) for _, s in flat]
-    completions: list[str] = []
-    generator = sampling_generator(model, greedy, seed)
-    with eval_mode(model), torch.no_grad():
-        for b in range(0, len(encoded), int(batch_size)):
-            tokens, mask = model.generate(
-                encoded[b : b + int(batch_size)],
-                max_new_tokens=max_new_tokens,
-                greedy=greedy,
-                eos_id=tokenizer.eos_id,
-                pad_id=tokenizer.pad_id,
-                generator=generator,
-            )
-            completions.extend(tokenizer.decode_batch(tokens, mask=mask))
+    completions = complete(model, tokenizer, [s.prompt for _, s in flat], max_new_tokens, batch_size=int(batch_size),
+                           greedy=greedy, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+                           generator=sampling_generator(model, greedy, seed))
 
     if len(completions) != len(flat):
         raise ValueError(f"model.generate returned {len(completions)} rows for {len(flat)} prompts")

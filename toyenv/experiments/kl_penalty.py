@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -40,10 +39,10 @@ from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
 from ..trainers import reward_model as rmod
 from ..trainers.rl import AdaptiveKLController, RLConfig, train
-from . import machine, twins
-from .proxy_reward import PROXY_PATH
+from . import common, proxy_reward, twins
+from .common import machine
 
-STUDY_PATH = DATA_DIR / "kl_penalty.json"
+PATH = DATA_DIR / "kl_penalty.json"
 EVAL_HANDS = 128           # hands of the fixed evaluation set ...
 EVAL_SAMPLES_PER_HAND = 2  # ... sampled twice each: 256 completions, enough same-hand pairs to test the proxy
 EVAL_DEAL_SEED = (1234, 99)
@@ -107,22 +106,20 @@ class Setup:
         if base is None:
             base, tokenizer = load_base()
         self.base, self.tok = base, tokenizer or Tokenizer()
-        self.proxy_rm, self.proxy_meta = rmod.load_reward_model(PROXY_PATH, map_location=base.device)
+        self.proxy_rm, self.proxy_meta = proxy_reward.load(map_location=base.device)
         self.proxy = rmod.as_reward_fn(self.proxy_rm, self.tok)
         self.gold_task = general_points_task("ten")
         self.proxy_task = self.gold_task.with_reward(self.proxy, name="proxy reward model")
         prompts, infos = self.gold_task.sample_prompts(np.random.default_rng(list(EVAL_DEAL_SEED)), EVAL_HANDS)
         self.eval_prompts = [p for p in prompts for _ in range(EVAL_SAMPLES_PER_HAND)]
         self.eval_infos = [i for i in infos for _ in range(EVAL_SAMPLES_PER_HAND)]
-        self.eval_ids = [self.tok.encode(p, bos=True) for p in self.eval_prompts]
         self._start: dict | None = None
 
     @torch.no_grad()
     def evaluate(self, policy: GPT) -> dict:
         """Gold and proxy rewards of `policy` on the fixed evaluation set: means, per-sample values, completions."""
         gen = torch.Generator(device=policy.device).manual_seed(EVAL_SAMPLE_SEED)
-        tokens, mask = policy.generate(self.eval_ids, EVAL_NEW_TOKENS, generator=gen)
-        completions = self.tok.decode_batch(tokens, mask=mask)
+        completions = complete(policy, self.tok, self.eval_prompts, EVAL_NEW_TOKENS, generator=gen)
         g = np.array(self.gold_task.reward_fn(self.eval_prompts, completions, self.eval_infos))
         p = np.array(self.proxy(self.eval_prompts, completions, self.eval_infos))
         return {"gold": g.mean(), "proxy": p.mean(), "gold_all": g, "proxy_all": p, "completions": completions}
@@ -230,22 +227,22 @@ def study(specs=RUNS, exp: KLPenaltyExperiment | None = None, progress: bool = T
     }
 
 
-def load_study(path: Path = STUDY_PATH) -> dict:
+def load(path: Path = PATH) -> dict:
     """The shipped study. A run's record has the keys of a live history that the notebook reads ("kl", "beta",
     "eval", "final"), so `at_evals` and the plots treat both alike."""
-    return json.loads(Path(path).read_text())
+    return common.load(path)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", help="names of runs in RUNS (default: all five)")
-    ap.add_argument("--out", type=Path, default=STUDY_PATH)
+    ap.add_argument("--out", type=Path, default=PATH)
     args = ap.parse_args(argv)
     specs = [s for s in RUNS if not args.only or s.name in args.only]
     if args.only and len(specs) != len(args.only):
         ap.error(f"unknown run name(s); choose from {[s.name for s in RUNS]}")
     result = study(tuple(specs))
-    args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    common.save(result, args.out)
     print(f"base: gold {result['base']['gold']:.2f}, proxy {result['base']['proxy']:.2f}")
     for r in result["runs"]:
         print(f"{r['name']:<24} proxy {r['final']['proxy']:5.2f}  gold {r['final']['gold']:5.2f}  "

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,9 +32,10 @@ from ..model import GPT
 from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
 from ..trainers.rl import RLConfig, train
-from . import machine, twins
+from . import common, twins
+from .common import machine
 
-STUDY_PATH = DATA_DIR / "policy_gradients.json"
+PATH = DATA_DIR / "policy_gradients.json"
 ALGORITHMS = ("reinforce", "reinforce_baseline", "rloo", "grpo", "ppo")
 RULE = "ten"
 SERIES = ("reward", "kl", "entropy", "clip_frac")  # per-step histories the notebook plots and tabulates
@@ -126,18 +126,18 @@ def study(algorithms=ALGORITHMS, exp: PolicyGradientExperiment | None = None, pr
     }
 
 
-def load(path: Path = STUDY_PATH) -> dict:
+def load(path: Path = PATH) -> dict:
     """The shipped study (see `study`)."""
-    return json.loads(Path(path).read_text())
+    return common.load(path)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS))
-    ap.add_argument("--out", type=Path, default=STUDY_PATH)
+    ap.add_argument("--out", type=Path, default=PATH)
     args = ap.parse_args(argv)
     result = study(tuple(args.algorithms), progress=False)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    common.save(result, args.out)
     for name, r in result["runs"].items():
         s = summary(r)
         print(f"{name:<20} reward {s['reward_first']:5.2f} -> {s['reward_last']:5.2f}  KL {s['kl_end']:.3f}  "

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,9 +42,10 @@ from ..tokenizer import Tokenizer
 from ..trainers import dpo, reward_model
 from ..trainers.dpo import PreferenceConfig, logratio_gaps
 from ..trainers.reward_model import RewardConfig, RewardModel, score_texts
-from . import machine, yes_no
+from . import common
+from .common import machine, yes_no
 
-STUDY_PATH = DATA_DIR / "preference_study.json"
+PATH = DATA_DIR / "preference_study.json"
 EVAL_SEED = 3        # deals for greedy evaluation
 MONITOR_SEED = 100   # held-out pairs watched during training (never trained on)
 
@@ -84,10 +84,10 @@ def policy_kl(policy: GPT, ref: GPT, tokenizer: Tokenizer, pairs: list[Preferenc
     return float(completion_kl(policy, ref, [p.prompt for p in pairs], tokenizer, max_new_tokens=24, seed=0).mean())
 
 
-def run_dpo(loss_type: str = "dpo", beta: float = 0.1, alpha: float = 0.0, seed: int = 0,
-            exp: DPOExperiment | None = None, base: GPT | None = None, tokenizer: Tokenizer | None = None,
-            train_pairs: list | None = None, monitor: list | None = None, progress: bool = True,
-            **extra) -> tuple[GPT, dict]:
+def run(loss_type: str = "dpo", beta: float = 0.1, alpha: float = 0.0, seed: int = 0,
+        exp: DPOExperiment | None = None, base: GPT | None = None, tokenizer: Tokenizer | None = None,
+        train_pairs: list | None = None, monitor: list | None = None, progress: bool = True,
+        **extra) -> tuple[GPT, dict]:
     """One preference-optimization run from the base model; returns (policy, record).
 
     record: the settings, "eval" [(step, {chosen_logp, rejected_logp, chosen_delta, rejected_delta, margin,
@@ -186,7 +186,7 @@ def policy_margin_experiment() -> DPOExperiment:
 def run_policy_margin(method: str, seed: int = POLICY_SEED, exp: DPOExperiment | None = None,
                       base: GPT | None = None, tokenizer: Tokenizer | None = None, train_pairs: list | None = None,
                       monitor: list | None = None, progress: bool = True) -> tuple[GPT, dict]:
-    """One of `POLICY_METHODS` ("DPO", "RPO", "REBEL") with `run_dpo`; the record also has "method" and "h", the
+    """One of `POLICY_METHODS` ("DPO", "RPO", "REBEL") with `run`; the record also has "method" and "h", the
     log-ratio gap of every monitor pair (`toyenv.trainers.dpo.logratio_gaps`, 4 decimals)."""
     exp = exp or policy_margin_experiment()
     if base is None:
@@ -194,8 +194,8 @@ def run_policy_margin(method: str, seed: int = POLICY_SEED, exp: DPOExperiment |
     tokenizer = tokenizer or Tokenizer()
     monitor = monitor if monitor is not None else sampled_pairs(base, tokenizer, exp.monitor_pairs, MONITOR_SEED)
     kw = dict(POLICY_METHODS[method])
-    policy, record = run_dpo(kw.pop("loss_type"), kw.pop("beta"), 0.0, seed, exp, base, tokenizer, train_pairs,
-                             monitor, progress, **kw)
+    policy, record = run(kw.pop("loss_type"), kw.pop("beta"), 0.0, seed, exp, base, tokenizer, train_pairs,
+                         monitor, progress, **kw)
     h = logratio_gaps(policy, base, monitor, tokenizer)
     evals = [[s, row] for s, row in record["eval"]]  # as JSON stores them, so a live record == its shipped twin
     return policy, {"method": method, **record, "eval": evals, "h": [round(float(v), 4) for v in h]}
@@ -348,12 +348,12 @@ def study(parts=PARTS, seeds=(0, 1, 2), progress: bool = True) -> dict:
             train_pairs = sampled_pairs(base, tokenizer, exp.num_pairs, seed)
             for alpha in ALPHAS:
                 loss_type = "dpo" if alpha == 0 else "dpo_nll"
-                _, rec = run_dpo(loss_type, 0.1, alpha, seed, exp, base, tokenizer, train_pairs, monitor, progress)
+                _, rec = run(loss_type, 0.1, alpha, seed, exp, base, tokenizer, train_pairs, monitor, progress)
                 out["alpha_sweep"].append(rec)
             for beta in BETAS:
                 if beta == 0.1:
                     continue  # the α = 0 run of the α sweep
-                _, rec = run_dpo("dpo", beta, 0.0, seed, exp, base, tokenizer, train_pairs, monitor, progress)
+                _, rec = run("dpo", beta, 0.0, seed, exp, base, tokenizer, train_pairs, monitor, progress)
                 out["beta_sweep"].append(rec)
     if "margins" in parts:
         exp = MarginExperiment()
@@ -376,26 +376,24 @@ def study(parts=PARTS, seeds=(0, 1, 2), progress: bool = True) -> dict:
     return out
 
 
-def load_study(path: Path = STUDY_PATH) -> dict:
+def load(path: Path = PATH) -> dict:
     """The shipped study (rebuild it with `python -m toyenv.experiments.preference`)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; rebuild it with `python -m toyenv.experiments.preference`")
-    return json.loads(path.read_text())
+    return common.load(path)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=PARTS + ("all",), default="all")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", type=Path, default=STUDY_PATH)
+    ap.add_argument("--out", type=Path, default=PATH)
     args = ap.parse_args(argv)
     parts = PARTS if args.part == "all" else (args.part,)
     start = time.perf_counter()
     result = study(parts, tuple(args.seeds))
     if args.out.exists() and args.part != "all":  # keep the other parts of an existing study
-        result = {**json.loads(args.out.read_text()), **result}
+        result = {**common.load(args.out), **result}
     result = {**{k: result[k] for k in KEYS if k in result}, **result}  # the same key order however it was built
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    common.save(result, args.out)
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
 
 

@@ -30,7 +30,7 @@ from ..pairs import sample_preference_pairs
 from ..tasks import general_points_task
 from ..trainers import reward_model as rmod
 
-PROXY_PATH = DATA_DIR / "proxy_rm.pt"
+PATH = DATA_DIR / "proxy_rm.pt"
 SEED = 0
 
 
@@ -47,8 +47,9 @@ def preference_data(n_train: int, n_held_out: int, seed: int = SEED):
     return base, tok, splits[0], splits[1]
 
 
-def build(n_train: int = 1000, n_held_out: int = 500, out: Path = PROXY_PATH, progress: bool = True,
-          rm_steps: int = 300) -> dict:
+def run(n_train: int = 1000, n_held_out: int = 500, rm_steps: int = 300, progress: bool = True
+        ) -> tuple[rmod.RewardModel, dict]:
+    """The proxy reward model and its metrics: `n_train` verifier-labelled pairs, `rm_steps` Bradley–Terry steps."""
     t0 = time.perf_counter()
     base, tok, train_pairs, held_out = preference_data(n_train, n_held_out)
     seed_everything(SEED)
@@ -65,19 +66,31 @@ def build(n_train: int = 1000, n_held_out: int = 500, out: Path = PROXY_PATH, pr
         "seconds": round(time.perf_counter() - t0, 1),
         "torch": torch.__version__,
     }
+    return rm, metrics
+
+
+def study(n_train: int = 1000, n_held_out: int = 500, out: Path = PATH, progress: bool = True,
+          rm_steps: int = 300) -> dict:
+    """This study is one run: train the proxy (`run`), write it to `out` and its metrics beside it; the metrics."""
+    rm, metrics = run(n_train, n_held_out, rm_steps, progress)
     rmod.save_reward_model(out, rm, **metrics)
     Path(out).with_name(Path(out).stem + "_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
-def main() -> None:
+def load(path: Path = PATH, map_location="cpu") -> tuple[rmod.RewardModel, dict]:
+    """The shipped proxy reward model and its metadata (rebuild it with `python -m toyenv.experiments.proxy_reward`)."""
+    return rmod.load_reward_model(path, map_location=map_location)
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=1000, help="training pairs")
     ap.add_argument("--held-out", type=int, default=500)
     ap.add_argument("--steps", type=int, default=300, help="reward-model training steps")
-    ap.add_argument("--out", type=Path, default=PROXY_PATH)
-    args = ap.parse_args()
-    metrics = build(args.pairs, args.held_out, args.out, rm_steps=args.steps)
+    ap.add_argument("--out", type=Path, default=PATH)
+    args = ap.parse_args(argv)
+    metrics = study(args.pairs, args.held_out, args.out, rm_steps=args.steps)
     print(json.dumps(metrics, indent=2))
 
 

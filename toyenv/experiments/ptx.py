@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,6 @@ from .. import load_base
 from ..checkpoint import DATA_DIR
 from ..envs import general_points as gp
 from ..model import GPT
-from ..pretrain import PretrainConfig, mixture
 from ..tasks import general_points_task
 from ..tokenizer import Tokenizer, collate, encode_pairs
 from ..trainers import rl, sft
@@ -38,9 +36,11 @@ from ..trainers.common import completion_loss
 from ..trainers.rl import RLConfig
 from ..trainers.sft import SFTConfig
 from ..utils import eval_mode
-from . import machine, yes_no
+from . import common
+from .base_model import PretrainConfig, mixture
+from .common import machine, yes_no
 
-SWEEP_PATH = DATA_DIR / "ptx_sweep.json"
+PATH = DATA_DIR / "ptx_sweep.json"
 EVAL_SEED = 3  # deals for evaluation; RL samples its own fresh deals from its seed
 
 
@@ -214,7 +214,7 @@ def verdicts(study: dict) -> list[str]:
     return lines
 
 
-def sweep(gammas=(0.0, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2), exp: PtxExperiment | None = None,
+def study(gammas=(0.0, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2), exp: PtxExperiment | None = None,
           progress: bool = True) -> dict:
     exp = exp or PtxExperiment()
     base, tok = load_base()
@@ -231,14 +231,19 @@ def sweep(gammas=(0.0, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2), exp: PtxExperiment 
     }
 
 
+def load(path: Path = PATH) -> dict:
+    """The shipped sweep (see `study`; rebuild it with `python -m toyenv.experiments.ptx`)."""
+    return common.load(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gammas", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0, 3.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", type=Path, default=SWEEP_PATH)
+    ap.add_argument("--out", type=Path, default=PATH)
     args = ap.parse_args(argv)
-    result = sweep(tuple(args.gammas), tuple(args.seeds))
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    result = study(tuple(args.gammas), tuple(args.seeds))
+    common.save(result, args.out)
     for r in result["runs"]:
         f = r["final"]
         print(f"γ {r['gamma']:>4}  seed {r['seed']}  reward {np.mean(r['reward'][-10:]):5.2f}  ten {f['ten']:.3f}  "

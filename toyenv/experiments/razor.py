@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +47,10 @@ from ..trainers import rl, sft
 from ..trainers.rl import RLConfig
 from ..trainers.sft import SFTConfig
 from ..utils import eval_mode
-from . import machine
+from . import common
+from .common import machine
 
-RESULTS_PATH = DATA_DIR / "razor.json"
+PATH = DATA_DIR / "razor.json"
 EVAL_SEED = 6
 NEW_RULE = "ten"
 OLD_RULE = "ranked"
@@ -153,54 +153,52 @@ def correct_samples(model: GPT, tokenizer: Tokenizer, n: int, seed: int = 0, per
     rng = np.random.default_rng([seed, 23])
     gen = torch.Generator(device=model.device).manual_seed(seed)
     out: list[tuple[str, str]] = []
-    with eval_mode(model):
-        for _ in range(50):
-            prompts, infos = task.sample_prompts(rng, 64)
-            tokens, mask = model.generate([tokenizer.encode(p, bos=True) for p in prompts], max_new_tokens,
-                                          generator=gen, num_return_sequences=per_prompt)
-            completions = tokenizer.decode_batch(tokens, mask=mask)
-            for i, c in enumerate(completions):
-                prompt, info = prompts[i // per_prompt], infos[i // per_prompt]
-                if gp.verify(info["cards"], c, NEW_RULE).correct:
-                    out.append((prompt, c))
-            if len(out) >= n:
-                break
+    for _ in range(50):
+        prompts, infos = task.sample_prompts(rng, 64)
+        completions = complete(model, tokenizer, prompts, max_new_tokens, generator=gen,
+                               num_return_sequences=per_prompt)
+        for i, c in enumerate(completions):
+            prompt, info = prompts[i // per_prompt], infos[i // per_prompt]
+            if gp.verify(info["cards"], c, NEW_RULE).correct:
+                out.append((prompt, c))
+        if len(out) >= n:
+            break
     if len(out) < n:
         raise RuntimeError(f"only {len(out)} correct samples found, wanted {n}")
     return out[:n]
 
 
-def train_run(run: RazorRun, base: GPT, tokenizer: Tokenizer, seed: int = 0, progress: bool = True,
-              rl_policy: GPT | None = None) -> GPT:
+def run(spec: RazorRun, base: GPT, tokenizer: Tokenizer, seed: int = 0, progress: bool = True,
+        rl_policy: GPT | None = None) -> GPT:
     """The fine-tuned model of one run (the base model is left untouched)."""
     model = copy.deepcopy(base)
-    if run.method == "sft":
-        if run.data == "expert":
+    if spec.method == "sft":
+        if spec.data == "expert":
             data = expert_dataset(4000, seed)
-        elif run.data == "other_annotator":
+        elif spec.data == "other_annotator":
             data = other_annotator_dataset(4000, seed)
-        elif run.data == "oracle":
+        elif spec.data == "oracle":
             data = correct_samples(base, tokenizer, 2000, seed)
-        elif run.data == "rl_samples":
+        elif spec.data == "rl_samples":
             if rl_policy is None:
                 raise ValueError("data='rl_samples' needs rl_policy (the RL run whose samples to imitate)")
             data = correct_samples(rl_policy, tokenizer, 2000, seed)
         else:
-            raise ValueError(f"unknown data {run.data!r}")
-        cfg = SFTConfig(max_steps=run.steps, batch_size=32, learning_rate=run.learning_rate, warmup_steps=10,
+            raise ValueError(f"unknown data {spec.data!r}")
+        cfg = SFTConfig(max_steps=spec.steps, batch_size=32, learning_rate=spec.learning_rate, warmup_steps=10,
                         min_lr_ratio=1.0, seed=seed)
-        sft.train(model, data, cfg, tokenizer, progress=progress, desc=run.name)
-    elif run.method == "rl":
-        rl_cfg = {"algorithm": "rloo", **run.rl}
+        sft.train(model, data, cfg, tokenizer, progress=progress, desc=spec.name)
+    elif spec.method == "rl":
+        rl_cfg = {"algorithm": "rloo", **spec.rl}
         task = general_points_task(NEW_RULE)
         if rl_cfg["algorithm"] == "reinforce":  # positive-only: reward 1 for a correct answer, 0 otherwise
             task = task.with_reward(lambda p, c, infos: [float(gp.verify(i["cards"], x, NEW_RULE).correct)
                                                          for x, i in zip(c, infos)], name="correct = 1, else 0")
-        cfg = RLConfig(max_steps=run.steps, num_prompts=8, num_generations=8, max_new_tokens=20,
-                       learning_rate=run.learning_rate, seed=seed, **rl_cfg)
-        rl.train(model, task, cfg, tokenizer, ref=base, progress=progress, desc=run.name)
+        cfg = RLConfig(max_steps=spec.steps, num_prompts=8, num_generations=8, max_new_tokens=20,
+                       learning_rate=spec.learning_rate, seed=seed, **rl_cfg)
+        rl.train(model, task, cfg, tokenizer, ref=base, progress=progress, desc=spec.name)
     else:
-        raise ValueError(f"unknown method {run.method!r}")
+        raise ValueError(f"unknown method {spec.method!r}")
     return model
 
 
@@ -209,12 +207,12 @@ def new_task_kl(base: GPT, model: GPT, tokenizer: Tokenizer, seed: int = 0) -> f
     return float(completion_kl(base, model, new_task_prompts(), tokenizer, max_new_tokens=20, seed=seed).mean())
 
 
-def measure(run: RazorRun, model: GPT, base: GPT, tokenizer: Tokenizer, base_old: dict, seed: int = 0) -> dict:
+def measure(spec: RazorRun, model: GPT, base: GPT, tokenizer: Tokenizer, base_old: dict, seed: int = 0) -> dict:
     """One run's numbers; `base_old` is `old_skills(base)`. "forgetting" is the primary old skill's drop."""
     kl = new_task_kl(base, model, tokenizer, seed)
     old = old_skills(model, tokenizer)
-    return {"name": run.name, "method": run.method, "data": run.data, "learning_rate": run.learning_rate,
-            "steps": run.steps, "new_task": new_task_score(model, tokenizer), "old_skill": old["ranked"],
+    return {"name": spec.name, "method": spec.method, "data": spec.data, "learning_rate": spec.learning_rate,
+            "steps": spec.steps, "new_task": new_task_score(model, tokenizer), "old_skill": old["ranked"],
             "forgetting": base_old["ranked"] - old["ranked"], "old_navigation": old["navigation"],
             "forgetting_navigation": base_old["navigation"] - old["navigation"], "kl": kl,
             "weight_change": weight_change(model, base)}
@@ -256,9 +254,9 @@ def spearman(x, y) -> float:
 LEARNED_MARGIN = 0.05  # a run "learned the new task" if it scores at least this much above the base model
 
 
-def learned(run: dict, base_new_task: float) -> bool:
+def learned(record: dict, base_new_task: float) -> bool:
     """Did the run learn the new task: new-task score >= the base model's + LEARNED_MARGIN (5 points)."""
-    return run["new_task"] >= base_new_task + LEARNED_MARGIN
+    return record["new_task"] >= base_new_task + LEARNED_MARGIN
 
 
 SKILLS = (("ranked rule", "forgetting"), ("navigation", "forgetting_navigation"))  # (old skill, its forgetting key)
@@ -323,28 +321,28 @@ def headline(study: dict) -> list[str]:
     return lines
 
 
-def run_all(runs=RUNS, progress: bool = True) -> dict:
+def study(runs=RUNS, progress: bool = True) -> dict:
     base, tok = load_base()
     t0 = time.perf_counter()
     base_old = old_skills(base, tok)
     out = {"base": {"new_task": new_task_score(base, tok), "old_skill": base_old["ranked"],
                     "old_navigation": base_old["navigation"]}, "runs": []}
     policies: dict[str, GPT] = {}
-    for run in runs:
+    for spec in runs:
         start = time.perf_counter()
         rl_policy = None
-        if run.data == "rl_samples":  # imitate the samples of the RL run with the same learning-rate regime
+        if spec.data == "rl_samples":  # imitate the samples of the RL run with the same learning-rate regime
             if SAMPLES_FROM not in policies:
-                policies[SAMPLES_FROM] = train_run(next(r for r in RUNS if r.name == SAMPLES_FROM), base, tok,
-                                                   progress=progress)
+                policies[SAMPLES_FROM] = run(next(r for r in RUNS if r.name == SAMPLES_FROM), base, tok,
+                                             progress=progress)
             rl_policy = policies[SAMPLES_FROM]
-        model = train_run(run, base, tok, progress=progress, rl_policy=rl_policy)
-        if run.method == "rl":
-            policies[run.name] = model
-        record = measure(run, model, base, tok, base_old)
+        model = run(spec, base, tok, progress=progress, rl_policy=rl_policy)
+        if spec.method == "rl":
+            policies[spec.name] = model
+        record = measure(spec, model, base, tok, base_old)
         record["seconds"] = round(time.perf_counter() - start, 1)
         out["runs"].append(record)
-        print(f"{run.name:<32} new {record['new_task']:.3f}  forgetting {record['forgetting']:+.3f} "
+        print(f"{spec.name:<32} new {record['new_task']:.3f}  forgetting {record['forgetting']:+.3f} "
               f"(navigation {record['forgetting_navigation']:+.3f})  KL {record['kl']:.3f}  "
               f"|dθ| {record['weight_change']:.2f}  {record['seconds']:.0f} s", flush=True)
     rows = out["runs"]
@@ -356,14 +354,19 @@ def run_all(runs=RUNS, progress: bool = True) -> dict:
     return out
 
 
+def load(path: Path = PATH) -> dict:
+    """The shipped study (see `study`; rebuild it with `python -m toyenv.experiments.razor`)."""
+    return common.load(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", help="names of runs in RUNS")
-    ap.add_argument("--out", type=Path, default=RESULTS_PATH)
+    ap.add_argument("--out", type=Path, default=PATH)
     args = ap.parse_args(argv)
     runs = [r for r in RUNS if not args.only or r.name in args.only]
-    result = run_all(runs, progress=False)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    result = study(runs, progress=False)
+    common.save(result, args.out)
     for skill, r2 in result["r2"].items():
         print(f"R² forgetting ({skill}) ~ KL: {r2['kl']:.3f};  ~ weight change: {r2['weight_change']:.3f}")
     print(f"wrote {args.out} in {result['seconds']:.0f} s")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,9 +43,10 @@ from ..trainers import rl, sft
 from ..trainers.rl import RLConfig
 from ..trainers.sft import SFTConfig
 from ..utils import eval_mode, seed_everything
-from . import machine
+from . import common
+from .common import machine
 
-RESULTS_PATH = DATA_DIR / "sft_vs_rl.json"
+PATH = DATA_DIR / "sft_vs_rl.json"
 EVAL_SEED = 5      # held-out deals / routes for evaluation
 TASKS = ("general_points", "navigation")
 
@@ -110,7 +110,7 @@ def skills(spec: TaskSpec, model: GPT, tokenizer: Tokenizer) -> dict:
 
 def run_rl(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: Tokenizer,
            progress: bool = True, initial_eval: dict | None = None) -> tuple[GPT, dict]:
-    """RL on the ID rule; returns (policy, record) with evaluations [(flops, {"id", "ood"})] (`compare` adds the KL)."""
+    """RL on the ID rule; returns (policy, record) with evaluations [(flops, {"id", "ood"})] (`run` adds the KL)."""
     policy = copy.deepcopy(base)
     if cfg.rl_steps % cfg.num_evals:
         raise ValueError(f"rl_steps ({cfg.rl_steps}) must be a multiple of num_evals ({cfg.num_evals})")
@@ -151,8 +151,8 @@ def run_sft(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: T
     return model, record
 
 
-def compare(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: Tokenizer,
-            progress: bool = True, base_skills: dict | None = None) -> dict:
+def run(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: Tokenizer,
+        progress: bool = True, base_skills: dict | None = None) -> dict:
     """One seed of one task: RL, then SFT at RL's compute, then KL(base ‖ model) on ID prompts for both.
     `base_skills`: the base model's `skills(spec, ...)`, if you already have them (both runs start there)."""
     base_skills = base_skills if base_skills is not None else skills(spec, base, tokenizer)
@@ -211,10 +211,7 @@ def rule_usage(model: GPT, tokenizer: Tokenizer, n: int = 300, seed: int = EVAL_
     how often it writes the number 10 although no card is worth 10 under the stated rule (a face card read with the
     training rule). Returns fractions and the first answers for inspection."""
     hands = [h for h in gp.eval_hands(4 * n, "ranked", seed) if any(c in ("J", "Q", "K") for c in h)][:n]
-    prompts = [tokenizer.encode(gp.make_prompt(h, "ranked"), bos=True) for h in hands]
-    with eval_mode(model), torch.no_grad():
-        tokens, mask = model.generate(prompts, 24, greedy=True)
-    answers = tokenizer.decode_batch(tokens, mask=mask)
+    answers = complete(model, tokenizer, [gp.make_prompt(h, "ranked") for h in hands], 24, greedy=True)
     stated = [gp.verify(h, a, "ranked") for h, a in zip(hands, answers)]
     training = [gp.verify(h, a, "ten") for h, a in zip(hands, answers)]
     # A 10 in the answer when no card is worth 10 under the stated rule: a face card read as the training rule's 10.
@@ -253,7 +250,7 @@ def study(tasks=TASKS, seeds=(0, 1, 2), cfg: StudyConfig | None = None, progress
         base_skills = skills(spec, base, tok)
         out["base"][name] = {**base_skills, "why": why(spec, base, tok)}
         for seed in seeds:
-            result = compare(spec, cfg, seed, base, tok, progress, base_skills)
+            result = run(spec, cfg, seed, base, tok, progress, base_skills)
             out["runs"] += [result["rl"], result["sft"]]
     out["cold_start"] = run_cold_start(tok, base.device, progress=progress)
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -261,24 +258,29 @@ def study(tasks=TASKS, seeds=(0, 1, 2), cfg: StudyConfig | None = None, progress
     return out
 
 
+def load(path: Path = PATH) -> dict:
+    """The shipped study (see `study`; rebuild it with `python -m toyenv.experiments.sft_vs_rl`)."""
+    return common.load(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", type=Path, default=RESULTS_PATH)
+    ap.add_argument("--out", type=Path, default=PATH)
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--cold-start-only", action="store_true",
                     help="rerun only the untrained-model RL run and replace it in the existing file")
     args = ap.parse_args(argv)
     if args.cold_start_only:
-        result = json.loads(args.out.read_text())
+        result = common.load(args.out)
         base, tok = load_base()
         result["cold_start"] = run_cold_start(tok, base.device, progress=not args.quiet)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        common.save(result, args.out)
         print(f"wrote the cold start into {args.out}")
         return
     result = study(tuple(args.tasks), tuple(args.seeds), progress=not args.quiet)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    common.save(result, args.out)
     for name, b in result["base"].items():
         print(f"{name}: base ID {b['id']:.3f} OOD {b['ood']:.3f}")
     for r in result["runs"]:

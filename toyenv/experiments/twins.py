@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from . import same_machine
+from .common import same_machine
 
 __all__ = ["Comparison", "compare", "same_machine"]
 

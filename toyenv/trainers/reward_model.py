@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..model import GPT, GPTConfig, padded_causal_mask
+from ..model import GPT, GPTConfig, padded_causal_mask, trunk
 from ..pairs import PreferencePair, as_pairs, pairwise_accuracy
 from ..tokenizer import EOS_ID, PAD_ID, Tokenizer
 from ..utils import eval_mode, progress_bar
@@ -116,12 +116,9 @@ class RewardModel(nn.Module):
             pos = (real.long().cumsum(-1) - 1).clamp(min=0)
             attn_mask = padded_causal_mask(real)
             last = T - 1 - real.flip(-1).long().argmax(-1)  # index of the last True in each row
-        t = self.transformer
-        x = t.drop(t.wte(tokens) + t.wpe(pos))
-        for block in t.h:
-            x = block(x, attn_mask)
+        x = trunk(self.transformer, tokens, pos, attn_mask)
         h = x[torch.arange(B, device=tokens.device), last]  # (B, n_embd): only these rows need ln_f and the head
-        return self.score(t.ln_f(h)).squeeze(-1)
+        return self.score(self.transformer.ln_f(h)).squeeze(-1)
 
 
 # --------------------------------------------------------------------------- encoding

@@ -1,4 +1,4 @@
-"""Build the course's base model: `python -m toyenv.pretrain`.
+"""Build the course's base model: `python -m toyenv.experiments.base_model`.
 
 Real post-training starts from a pretrained LLM that is decent at many things and
 great at none. The course's stand-in is a tiny GPT trained with SFT on a mixture of
@@ -13,9 +13,12 @@ improvable in distribution, mediocre out of distribution, which is where Chu et 
 weights. The checkpoint and its measured metrics land in `toyenv/data/`, where
 `toyenv.load_base()` finds them, and a test recomputes the metrics from the weights.
 
-    python -m toyenv.pretrain                 # rebuild toyenv/data/base.pt and base_metrics.json
-    python -m toyenv.pretrain --out /tmp/b    # somewhere else
-    python -m toyenv.pretrain --eval-only     # re-measure the shipped checkpoint
+    python -m toyenv.experiments.base_model                 # rebuild toyenv/data/base.pt and base_metrics.json
+    python -m toyenv.experiments.base_model --out /tmp/b    # somewhere else
+    python -m toyenv.experiments.base_model --eval-only     # re-measure the shipped checkpoint
+
+Like every study module it has `PATH` (the checkpoint), `run` (train one base model), `study` (train and measure
+it), `load` (the shipped model) and `main`.
 """
 from __future__ import annotations
 
@@ -29,17 +32,17 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import DATA_DIR, load_checkpoint, save_checkpoint
-from .envs import general_points as gp
-from .envs import navigation as nav
-from .model import GPT, GPTConfig
-from .tokenizer import Tokenizer
-from .trainers import sft
-from .trainers.sft import SFTConfig
-from .utils import seed_everything
-from .validation import check_int
+from ..checkpoint import DATA_DIR, CheckpointError, load_checkpoint, save_checkpoint
+from ..envs import general_points as gp
+from ..envs import navigation as nav
+from ..model import GPT, GPTConfig
+from ..tokenizer import Tokenizer
+from ..trainers import sft
+from ..trainers.sft import SFTConfig
+from ..utils import device, seed_everything
+from ..validation import check_int
 
-BASE_PATH = DATA_DIR / "base.pt"
+PATH = DATA_DIR / "base.pt"
 METRICS_PATH = DATA_DIR / "base_metrics.json"
 EVAL_SEED = 0  # evaluation deals/routes; training data uses seeds >= 100 (disjoint streams)
 EVAL_EPISODES = 500
@@ -95,7 +98,7 @@ def measure(model: GPT, tokenizer: Tokenizer, n_episodes: int = EVAL_EPISODES, s
     return {k: round(v, 4) for k, v in r.items()}
 
 
-def pretrain(cfg: PretrainConfig | None = None, progress: bool = True) -> GPT:
+def run(cfg: PretrainConfig | None = None, progress: bool = True) -> GPT:
     """Train a fresh GPT on the mixture; deterministic given `cfg.seed` on a given machine and torch build."""
     cfg = cfg or PretrainConfig()
     seed_everything(cfg.seed)
@@ -105,25 +108,45 @@ def pretrain(cfg: PretrainConfig | None = None, progress: bool = True) -> GPT:
     return model
 
 
-def save_base(model: GPT, cfg: PretrainConfig, train_seconds: float, out: Path = DATA_DIR,
-              episodes: int = EVAL_EPISODES) -> dict:
-    """Measure `model` and write `out/base.pt` plus `out/base_metrics.json`; returns the metadata."""
+def study(cfg: PretrainConfig | None = None, episodes: int = EVAL_EPISODES, progress: bool = True
+          ) -> tuple[GPT, dict]:
+    """Train the base model (`run`) and measure it: (model, the metadata `save` writes with it)."""
+    cfg = cfg or PretrainConfig()
+    t0 = time.perf_counter()
+    model = run(cfg, progress)
+    return model, describe(model, cfg, time.perf_counter() - t0, episodes)
+
+
+def describe(model: GPT, cfg: PretrainConfig, train_seconds: float, episodes: int = EVAL_EPISODES) -> dict:
+    """The metadata of a trained base model: its measured metrics, how they were measured, how it was built."""
     tok = Tokenizer()
-    meta = {
+    return {
         "metrics": measure(model, tok, episodes),
         "eval": {"seed": EVAL_SEED, "episodes": episodes, "decoding": "greedy"},
         "train": {"seconds": round(train_seconds, 1), "config": asdict(cfg)},
         "built_with": {"torch": str(torch.__version__), "python": platform.python_version(),
                        "threads": torch.get_num_threads(), "machine": platform.machine()},
     }
+
+
+def save(model: GPT, meta: dict, out: Path = DATA_DIR) -> None:
+    """Write `out/base.pt` (the model with `meta`) and `out/base_metrics.json` (`meta`)."""
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "base.pt", model, tok, **meta)
-    (out / "base_metrics.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
+    save_checkpoint(out / PATH.name, model, Tokenizer(), **meta)
+    (out / METRICS_PATH.name).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load(path: Path = PATH, map_location=None) -> tuple[GPT, Tokenizer]:
+    """The shipped base model and its tokenizer, in eval mode on `map_location` (default: `toyenv.device()`)."""
+    if not Path(path).exists():
+        raise CheckpointError(f"the base model {path} is missing; rebuild it with "
+                              "`python -m toyenv.experiments.base_model`")
+    model, tokenizer, _ = load_checkpoint(path, map_location=map_location or device())
+    return model, tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m toyenv.pretrain", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m toyenv.experiments.base_model", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DATA_DIR, help="folder for base.pt and base_metrics.json")
     ap.add_argument("--steps", type=int, default=None, help="override the number of SFT steps")
     ap.add_argument("--eval-only", action="store_true", help="measure the checkpoint in --out, do not train")
@@ -137,13 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PretrainConfig()
     if args.steps:
         cfg.sft.max_steps = args.steps
-    t0 = time.perf_counter()
-    model = pretrain(cfg)
-    train_s = time.perf_counter() - t0
-    meta = save_base(model, cfg, train_s, args.out, args.episodes)
+    model, meta = study(cfg, args.episodes)
+    save(model, meta, args.out)
     print(json.dumps(meta["metrics"], indent=2))
-    path = args.out / "base.pt"
-    print(f"trained in {train_s / 60:.1f} min; wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and base_metrics.json")
+    path = args.out / PATH.name
+    print(f"trained in {meta['train']['seconds'] / 60:.1f} min; wrote {path} ({path.stat().st_size / 1e6:.1f} MB) "
+          f"and {METRICS_PATH.name}")
     return 0
 
 
