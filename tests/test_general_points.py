@@ -576,3 +576,29 @@ def test_expert_hands_are_the_deals_expert_dataset_answers():
     assert [gp.make_prompt(h, "ten") for h in hands] == [p for p, _ in pairs]
     assert [gp.expert_answer(h, "ten") for h in hands] == [a for _, a in pairs]
     assert hands != gp.eval_hands(50, "ten", seed=3)  # a different stream of the same seed
+
+
+def test_a_target_and_a_hand_size_other_than_24_and_4_reach_every_helper():
+    """Every helper that takes `target` (and `num_cards`) passes it on: prompts, expert answers, verification,
+    rollout rewards, the environment and `evaluate`, on hands of 3 cards that must make 10."""
+    for prompt, answer in gp.expert_dataset(30, "ten", seed=0, target=10, num_cards=3):
+        cards = re.match(r"Cards: (.*?)\. ", prompt).group(1).split()
+        assert len(cards) == 3 and "Make 10 with" in prompt and answer.endswith("=10")
+        assert gp.verify(cards, answer, "ten", 10).correct and not gp.verify(cards, answer, "ten").correct
+    hands = gp.eval_hands(30, "ten", seed=0, target=10, num_cards=3)
+    assert all(len(h) == 3 for h in hands) and all(len(h) == 3 for h in gp.expert_hands(5, "ten", 0, 10, 3))
+    answers = [gp.expert_answer(h, "ten", 10) for h in hands]
+    assert all(v.correct for v in gp.verify_batch(answers, hands, "ten", 10))
+    infos = [{"cards": h, "face_card_rule": "ranked", "target": 10} for h in hands]
+    ranked = [gp.expert_answer(h, "ranked", 10) if gp.is_solvable(gp.hand_values(h, "ranked"), 10) else "1=10"
+              for h in hands]
+    assert gp.rollout_rewards(ranked, infos) == [gp.verify(h, a, "ranked", 10).reward for h, a in zip(hands, ranked)]
+    hand24 = gp.eval_hands(1, "ten", seed=0)[0]  # an info without rule or target means "ten" and 24
+    assert gp.rollout_rewards([gp.expert_answer(hand24)], [{"cards": hand24}]) == [gp.REWARD_TABLE["correct"]]
+    env = gp.GeneralPointsEnv(target=10, num_cards=3)
+    obs, info = env.reset(seed=1)
+    assert len(info["cards"]) == 3 and "Make 10 with" in obs and env.expert_answer().endswith("=10")
+    assert env.step(env.expert_answer())[1] == gp.REWARD_TABLE["correct"]
+    model = FakeModel(lambda p: Tokenizer().encode(
+        gp.expert_answer(re.match(r"Cards: (.*?)\. ", p).group(1).split(), "ten", 10), eos=True))
+    assert gp.evaluate(model, Tokenizer(), "ten", n_episodes=12, target=10)["accuracy"] == 1.0

@@ -18,6 +18,7 @@ from toyenv.envs import general_points as gp
 from toyenv.envs.navigation import (
     ACTION_SPACE_KINDS,
     HEADINGS,
+    LANDMARKS,
     MAX_ACTION_CHARS,
     MAX_PROMPT_CHARS,
     RELATIVE_TURNS,
@@ -534,3 +535,70 @@ def test_solver_matches_oracle_on_dataset():
     for kind in ACTION_SPACE_KINDS:
         for prompt, action in expert_dataset(300, kind, seed=11):
             assert solve_from_prompt(prompt) == action
+
+
+# --------------------------------------------------------------------------- the routes themselves
+# Compass geometry, written out here: heading name -> one block (dx east, dy north).
+_BLOCK = {"north": (0, 1), "northeast": (1, 1), "east": (1, 0), "southeast": (1, -1), "south": (0, -1),
+          "southwest": (-1, -1), "west": (-1, 0), "northwest": (-1, 1)}
+_CLOCKWISE = list(_BLOCK)  # 45 degrees apart, clockwise from north
+
+
+def test_routes_walk_inside_the_city_without_crossing_themselves():
+    """Many drawn routes, checked against the documented rules: inside the grid, self-avoiding, each leg a turn of
+    45 or 90 degrees and 1 to 3 blocks, its landmark at its end on the side the wedge says, distractors elsewhere."""
+    sides, turns, lengths, n_segments, distractor_wedges = set(), set(), set(), set(), set()
+    for grid, segs in ((4, (1, 3)), (6, (2, 3)), (9, (1, 3))):
+        env = NavigationEnv(grid_size=grid, num_segments=segs)
+        for seed in range(60):
+            env.reset(seed=seed)
+            route = env.route
+            n = route.grid_size
+            assert n == grid and segs[0] <= len(route.segments) <= segs[1]
+            n_segments.add(len(route.segments))
+            pos, heading, visited = route.start, route.start_heading, {route.start}
+            assert 0 <= pos[0] < n and 0 <= pos[1] < n
+            landmark_at = {(x, y): (name, wedge) for name, x, y, wedge in route.landmarks}
+            assert len(landmark_at) == len(route.landmarks)  # one landmark per cell
+            assert len({name for name, *_ in route.landmarks}) == len(route.landmarks)  # and distinct names
+            for seg in route.segments:
+                turn = (_CLOCKWISE.index(seg.heading) - _CLOCKWISE.index(heading)) % 8
+                assert turn in (1, 2, 6, 7), (heading, seg.heading)  # 45 or 90 degrees, left or right
+                turns.add(turn)
+                assert 1 <= seg.length <= 3
+                lengths.add(seg.length)
+                dx, dy = _BLOCK[seg.heading]
+                for _ in range(seg.length):
+                    pos = (pos[0] + dx, pos[1] + dy)
+                    assert 0 <= pos[0] < n and 0 <= pos[1] < n, (route, pos)
+                    assert pos not in visited, (route, pos)
+                    visited.add(pos)
+                assert seg.goal == pos
+                name, wedge = landmark_at[pos]
+                assert name == seg.landmark and 0 <= wedge < 8
+                # wedges sit between streets, clockwise from the heading: the first four are on the right
+                assert seg.side == ("right" if (wedge - _CLOCKWISE.index(seg.heading)) % 8 < 4 else "left")
+                sides.add(seg.side)
+                heading = seg.heading
+            goals = {seg.goal for seg in route.segments}
+            distractors = [(x, y, w) for name, x, y, w in route.landmarks
+                           if name not in {seg.landmark for seg in route.segments}]
+            assert all((x, y) not in goals and 0 <= x < n and 0 <= y < n for x, y, _ in distractors)
+            assert len(distractors) == min(len(LANDMARKS) - len(route.segments), n * n - len(goals), n * n // 3)
+            distractor_wedges |= {w for *_, w in distractors}
+    assert sides == {"left", "right"} and turns == {1, 2, 6, 7} and lengths == {1, 2, 3}
+    assert n_segments == {1, 2, 3} and distractor_wedges == set(range(8))
+
+
+def test_parser_boundaries_by_hand():
+    """The documented limits, at their edges: the first non-empty line of any number of lines, 80 characters per
+    line and no more, printable ASCII up to "~" (which is allowed as a character, then fails the grammar)."""
+    assert parse_action("\n\n  forward()  \nstop()\nturn_direction(north)") == ("forward()", None)
+    padded = "turn_direction(" + " " * (80 - len("turn_direction(north)")) + "north)"
+    assert len(padded) == 80 and parse_action(padded) == ("turn_direction(north)", None)
+    action, why = parse_action(padded[:-1] + " )")
+    assert action is None and "too long (81 characters)" in why
+    action, why = parse_action("forward()~")
+    assert action is None and "expected forward()" in why  # "~" is printable: a grammar error, not a bad character
+    action, why = parse_action("forward()\x7f")
+    assert action is None and "unexpected character '\\x7f' at position 9" in why

@@ -325,3 +325,51 @@ def test_adaptive_controller_steers_beta_inside_rl_train(monkeypatch):
         old, ref_lp = _old_and_ref(_model_at(start, steps[1][0]), ref, ro)
         _, want = _expected(start, steps[1][0], ro, range(6), old, ref_lp, cfg, beta1)
         assert _close(steps[1][1], want)
+
+
+# --------------------------------------------------------------------------- what the history records
+def test_the_history_records_each_step_as_it_happened(monkeypatch):
+    """Four steps with a frozen policy (the recorder takes no step): every logged number is rebuilt from the
+    rollouts the trainer drew, by running each completion alone through the policy and the reference."""
+    policy, ref = _models()
+    rollouts, seen_by_eval, seen_by_extra = [], [], []
+    real_rollout = rl.rollout
+    monkeypatch.setattr(rl, "rollout", lambda *a, **k: rollouts.append(real_rollout(*a, **k)) or rollouts[-1])
+    monkeypatch.setattr(rl, "adamw", lambda model, lr, wd: RecordingSGD(model))
+
+    def eval_fn(model):
+        seen_by_eval.append((model, model.training))
+        return {"probe": len(seen_by_eval)}
+
+    def echo(prompts, completions, infos):  # logged, not optimized
+        seen_by_extra.append((prompts, completions, infos))
+        return [len(c) for c in completions]
+
+    cfg = RLConfig(max_steps=4, num_prompts=2, num_generations=3, max_new_tokens=4, beta=0.1, eval_every=3,
+                   log_samples=2, seed=0)
+    h = rl.train(policy, TASK, cfg, TOK, ref=ref, eval_fn=eval_fn, extra_rewards={"echo": echo}, progress=False)
+
+    assert h["step"] == [0, 1, 2, 3] and h["beta"] == [0.1] * 4 and len(rollouts) == 4
+    # before training, every eval_every steps, and after the last
+    assert [s for s, _ in h["eval"]] == [0, 3, 4] and [row["probe"] for _, row in h["eval"]] == [1, 2, 3]
+    assert all(m is policy and not training for m, training in seen_by_eval)  # the policy itself, in eval mode
+    assert all(0 < s < 60 for s in h["seconds"]) and all(math.isnan(x) for x in h["ptx_loss"])
+    for t, ro in enumerate(rollouts):
+        with torch.no_grad():
+            logps, dists = _completion_logps(policy, ro)
+            _, ref_dists = _completion_logps(ref, ro)
+        entropies = torch.cat([-(d.exp() * d).sum(-1) for d in dists])
+        kls = [float((d.exp() * (d - r)).sum()) for d, r in zip(dists, ref_dists)]
+        assert h["reward"][t] == pytest.approx(float(ro.scores.mean()))
+        assert h["length"][t] == pytest.approx(statistics.mean(len(lp) for lp in logps))
+        assert h["entropy"][t] == pytest.approx(float(entropies.mean()), rel=1e-4)
+        assert h["kl"][t] == pytest.approx(statistics.mean(kls), rel=1e-4)
+        assert seen_by_extra[t] == (ro.prompts, ro.completions, ro.infos)
+        assert h["echo"][t] == pytest.approx(statistics.mean(len(c) for c in ro.completions))
+        # log_samples = 2: the first completion of each of the two prompts (rows 0 and num_generations)
+        assert h["samples"][2 * t : 2 * t + 2] == [(t, ro.prompts[j], ro.completions[j], float(ro.scores[j]))
+                                                  for j in (0, 3)]
+    # beta = 0 needs no reference (the logged KL is then 0)
+    h0 = rl.train(copy.deepcopy(policy), TASK, replace(cfg, beta=0.0, max_steps=1, eval_every=0), TOK,
+                  progress=False)
+    assert h0["kl"] == [0.0]

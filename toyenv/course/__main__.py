@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import grading
 from . import notebooks as nbs
 from . import workspace as ws
 
@@ -19,9 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--force", action="store_true",
                    help="overwrite notebooks edited since the last build (each is copied to work/backups/ first)")
     sub.add_parser("check", help="fail if notebooks/ differs from what build would write")
-    g = sub.add_parser("grade", help="execute a learner's notebook and print one row per exercise")
-    g.add_argument("notebook", type=Path)
-    g.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+    g = sub.add_parser("grade", help="grade a learner's notebook (or a folder of them) with the course's own checks; "
+                                     "exit 0 only if every exercise passes")
+    g.add_argument("path", type=Path, help="a submitted notebook, or a folder of them (then give --csv)")
+    g.add_argument("--timeout", type=float, default=1800, help="seconds for a whole notebook (default 1800)")
+    g.add_argument("--source", help="the course notebook it answers, e.g. 02_kl_estimators (default: from the "
+                                    "notebook's metadata, else its file name)")
+    g.add_argument("--csv", type=Path, help="with a folder: the gradebook to write (one row per student and notebook; "
+                                            "feedback files go beside it)")
     r = sub.add_parser("refresh", help="re-run solution notebooks, store the outputs nbval checks, then build")
     r.add_argument("names", nargs="*", help="notebook names (default: all in solutions/)")
     args = ap.parse_args(argv)
@@ -44,10 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"notebooks/ matches solutions/ ({len(tree.sources())} notebooks)")
         elif args.cmd == "grade":
-            if not args.notebook.is_file():
-                print(f"no such notebook: {args.notebook}", file=sys.stderr)
-                return 2
-            print(nbs.format_table(nbs.grade(args.notebook.resolve(), args.timeout)))
+            return _grade(args, tree)
         elif args.cmd == "refresh":
             paths = [tree.solutions / (n if n.endswith(".ipynb") else n + ".ipynb") for n in args.names] or tree.sources()
             missing = [str(p) for p in paths if not p.is_file()]
@@ -68,6 +71,38 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 2
     return 0
+
+
+def _grade(args, tree: nbs.Tree) -> int:
+    if args.timeout <= 0:
+        print(f"--timeout must be > 0 seconds, got {args.timeout:g}", file=sys.stderr)
+        return 2
+    source = None
+    if args.source:
+        source = tree.solutions / (args.source if args.source.endswith(".ipynb") else args.source + ".ipynb")
+        if not source.is_file():
+            print(f"--source: no course notebook {source.name} in {tree.solutions}", file=sys.stderr)
+            return 2
+    if args.path.is_dir():
+        if args.csv is None:
+            print("grading a folder needs --csv GRADEBOOK.csv", file=sys.stderr)
+            return 2
+        results = grading.gradebook(args.path, args.csv, args.timeout, solutions=tree.solutions)
+        for student, report in results:
+            print(f"{student:<20} {report.submission.name:<40} {report.passed}/{len(report.rows)}"
+                  + (f"  (stopped: {report.stopped})" if report.stopped else ""))
+        print(f"wrote {args.csv} and {args.csv.stem}_feedback/ ({len(results)} submissions)")
+        return 0 if results and all(r.all_pass for _, r in results) else 1
+    if not args.path.is_file():
+        print(f"no such notebook or folder: {args.path}", file=sys.stderr)
+        return 2
+    try:
+        report = grading.grade(args.path.resolve(), args.timeout, source=source, solutions=tree.solutions)
+    except grading.GradeError as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(grading.format_table(report))
+    return 0 if report.all_pass else 1
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import torch
 
 from .. import load_base
 from ..checkpoint import DATA_DIR
-from ..model import GPT
+from ..model import GPT, complete
 from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
 from ..trainers import reward_model as rmod

@@ -40,13 +40,12 @@ from ..checkpoint import DATA_DIR
 from ..envs import general_points as gp
 from ..envs import navigation as nav
 from ..kl import completion_kl
-from ..model import GPT
+from ..model import GPT, complete
 from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
 from ..trainers import rl, sft
 from ..trainers.rl import RLConfig
 from ..trainers.sft import SFTConfig
-from ..utils import eval_mode
 from . import common
 from .common import machine
 

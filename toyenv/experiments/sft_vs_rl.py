@@ -36,13 +36,13 @@ from ..checkpoint import DATA_DIR
 from ..envs import general_points as gp
 from ..envs import navigation as nav
 from ..kl import completion_kl
-from ..model import GPT, GPTConfig
+from ..model import GPT, GPTConfig, complete
 from ..tasks import Task, general_points_task, navigation_task
 from ..tokenizer import Tokenizer, encode_pairs
 from ..trainers import rl, sft
 from ..trainers.rl import RLConfig
 from ..trainers.sft import SFTConfig
-from ..utils import eval_mode, seed_everything
+from ..utils import seed_everything
 from . import common
 from .common import machine
 

@@ -73,7 +73,7 @@ class RLConfig:
     max_new_tokens: int = 24
     temperature: float = 1.0         # sampling temperature (log-probs are scored at the same temperature)
     learning_rate: float = 2e-5
-    beta: float = 0.0                # KL coefficient λ (TRL: GRPO's `beta`, PPO/RLOO's `kl_coef`)
+    beta: float = 0.0                # KL coefficient λ of the chapter (TRL: GRPO's `beta`; PPO/RLOO call it `kl_coef`)
     kl_estimator: str | None = None  # "k1" | "k2" | "k3"; None: "k1" in the reward, "k3" in the loss
     kl_in: str = "reward"            # where the penalty goes: "reward" (PPO, RLOO) or "loss" (GRPO)
     num_iterations: int = 1          # passes over each batch (PPO epochs)
@@ -116,8 +116,8 @@ class RLConfig:
 class FixedKLController:
     """β that never changes."""
 
-    def __init__(self, kl_coef: float) -> None:
-        self.value = float(kl_coef)
+    def __init__(self, beta: float) -> None:
+        self.value = float(beta)
 
     def update(self, current_kl: float, n_steps: int) -> float:
         return self.value
