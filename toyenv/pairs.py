@@ -36,7 +36,6 @@ from .envs.sampling import sampling_generator
 from .model import GPT, complete
 from .tasks import Task, general_points_task
 from .tokenizer import EOS_ID, PAD_ID, Tokenizer
-from .utils import eval_mode
 
 __all__ = [
     "PreferencePair", "as_pairs", "pairwise_accuracy", "STRENGTHS", "LLAMA2_MARGINS", "margins_for",
@@ -247,25 +246,24 @@ def _sampled_pairs(model: Any, tokenizer: Tokenizer, task: Task, n: int, hand_rn
     k, max_hands = num_samples, max_rounds * n
     out: list[PreferencePair] = []
     n_hands = 0
-    with eval_mode(model):
-        while len(out) < n and n_hands < max_hands:
-            prompts, infos = task.sample_prompts(hand_rng, min(batch_size, max_hands - n_hands))
-            n_hands += len(prompts)
-            # num_return_sequences: rows h*k .. h*k+k-1 are the k samples of hand h, sharing one prompt pass.
-            completions = complete(model, tokenizer, prompts, max_new_tokens, temperature=temperature, eos_id=EOS_ID,
-                                   pad_id=PAD_ID, generator=generator, num_return_sequences=k)
-            rewards = task.reward_fn([p for p in prompts for _ in range(k)], completions,
-                                     [i for i in infos for _ in range(k)])
-            rewards = [float(r) for r in rewards]
-            for h, (prompt, info) in enumerate(zip(prompts, infos)):
-                group = list(zip(completions[h * k : (h + 1) * k], rewards[h * k : (h + 1) * k]))
-                differ = [(a, b) for a, b in itertools.combinations(range(k), 2) if group[a][1] != group[b][1]]
-                if not differ:  # every sample graded the same: nothing to prefer
-                    continue
-                a, b = differ[int(label_rng.integers(len(differ)))]
-                out.append(_graded(prompt, info, group[a], group[b], label_rng, unsure_rate))
-                if len(out) == n:
-                    break
+    while len(out) < n and n_hands < max_hands:
+        prompts, infos = task.sample_prompts(hand_rng, min(batch_size, max_hands - n_hands))
+        n_hands += len(prompts)
+        # num_return_sequences: rows h*k .. h*k+k-1 are the k samples of hand h, sharing one prompt pass.
+        completions = complete(model, tokenizer, prompts, max_new_tokens, temperature=temperature, eos_id=EOS_ID,
+                               pad_id=PAD_ID, generator=generator, num_return_sequences=k)
+        rewards = task.reward_fn([p for p in prompts for _ in range(k)], completions,
+                                 [i for i in infos for _ in range(k)])
+        rewards = [float(r) for r in rewards]
+        for h, (prompt, info) in enumerate(zip(prompts, infos)):
+            group = list(zip(completions[h * k : (h + 1) * k], rewards[h * k : (h + 1) * k]))
+            differ = [(a, b) for a, b in itertools.combinations(range(k), 2) if group[a][1] != group[b][1]]
+            if not differ:  # every sample graded the same: nothing to prefer
+                continue
+            a, b = differ[int(label_rng.integers(len(differ)))]
+            out.append(_graded(prompt, info, group[a], group[b], label_rng, unsure_rate))
+            if len(out) == n:
+                break
     if len(out) < n:
         warnings.warn(f"only {len(out)} of the {n} requested pairs from {n_hands} hands: the {k} samples of every "
                       f"other hand got the same reward; returning {len(out)} (raise max_rounds or num_samples)",
@@ -361,30 +359,29 @@ def sample_preference_pairs(
     generator = torch.Generator(device=policy.device).manual_seed(int(seed))
     out: list[PreferencePair] = []
     n_sampled = 0
-    with eval_mode(policy):
-        for _ in range(max_rounds):
-            for start in range(0, len(prompts), batch_size):
-                rows = range(start, min(start + batch_size, len(prompts)))
-                batch_prompts = [prompts[i] for i in rows for _ in range(2)]  # rows 2j and 2j+1 share prompt j
-                completions = complete(policy, tokenizer, batch_prompts, max_new_tokens, temperature=temperature,
-                                       eos_id=EOS_ID, pad_id=PAD_ID, generator=generator)
-                batch_infos = [infos[i] for i in rows for _ in range(2)]
-                gold = [float(g) for g in gold_fn(batch_prompts, completions, batch_infos)]
-                if len(gold) != len(completions):
-                    raise ValueError(f"gold_fn returned {len(gold)} rewards for {len(completions)} completions")
-                n_sampled += len(rows)
-                for j, i in enumerate(rows):
-                    (a, ga), (b, gb) = (completions[2 * j], gold[2 * j]), (completions[2 * j + 1], gold[2 * j + 1])
-                    if not (math.isfinite(ga) and math.isfinite(gb)):
-                        raise ValueError(f"gold_fn returned a NaN or infinite reward for prompt {i}")
-                    if ga == gb:
-                        continue
-                    if gb > ga:
-                        (a, ga), (b, gb) = (b, gb), (a, ga)
-                    info = dict(infos[i], gold_chosen=ga, gold_rejected=gb)
-                    out.append(PreferencePair(prompts[i], a, b, margin=ga - gb, info=info))
-                    if len(out) == n_pairs:
-                        return out
+    for _ in range(max_rounds):
+        for start in range(0, len(prompts), batch_size):
+            rows = range(start, min(start + batch_size, len(prompts)))
+            batch_prompts = [prompts[i] for i in rows for _ in range(2)]  # rows 2j and 2j+1 share prompt j
+            completions = complete(policy, tokenizer, batch_prompts, max_new_tokens, temperature=temperature,
+                                   eos_id=EOS_ID, pad_id=PAD_ID, generator=generator)
+            batch_infos = [infos[i] for i in rows for _ in range(2)]
+            gold = [float(g) for g in gold_fn(batch_prompts, completions, batch_infos)]
+            if len(gold) != len(completions):
+                raise ValueError(f"gold_fn returned {len(gold)} rewards for {len(completions)} completions")
+            n_sampled += len(rows)
+            for j, i in enumerate(rows):
+                (a, ga), (b, gb) = (completions[2 * j], gold[2 * j]), (completions[2 * j + 1], gold[2 * j + 1])
+                if not (math.isfinite(ga) and math.isfinite(gb)):
+                    raise ValueError(f"gold_fn returned a NaN or infinite reward for prompt {i}")
+                if ga == gb:
+                    continue
+                if gb > ga:
+                    (a, ga), (b, gb) = (b, gb), (a, ga)
+                info = dict(infos[i], gold_chosen=ga, gold_rejected=gb)
+                out.append(PreferencePair(prompts[i], a, b, margin=ga - gb, info=info))
+                if len(out) == n_pairs:
+                    return out
     warnings.warn(
         f"only {len(out)} of the {n_pairs} requested pairs had different gold rewards "
         f"({n_sampled} prompts sampled in {max_rounds} round(s)); returning {len(out)}",
