@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from toyenv import CheckpointError, GPT, GPTConfig, Tokenizer, load_checkpoint, save_checkpoint
+from toyenv import CheckpointError, GPT, GPTConfig, load_checkpoint, save_checkpoint
 
 
 def test_round_trip(small_model, tmp_path, tok):

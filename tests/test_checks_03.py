@@ -1,6 +1,5 @@
 """Notebook 03's checkers pass the reference and name each diagnosed mistake."""
 import pytest
-import torch
 
 from toyenv.course import run_check
 

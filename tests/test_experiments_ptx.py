@@ -1,4 +1,5 @@
 """toyenv.experiments.ptx: the pieces of notebook 04's experiment, on a tiny budget."""
+import dataclasses
 import math
 
 import pytest
@@ -37,10 +38,10 @@ def test_pretraining_loss_is_the_completion_nll(base):
 
 def test_run_records_evals_and_ptx_loss(base):
     model, tok = base
-    exp = ptx.PtxExperiment(max_steps=2, num_prompts=2, num_generations=2, eval_every=1, eval_episodes=4,
-                            ptx_batch_size=4)
-    _, r0 = ptx.run(0.0, 0, exp, model, tok, progress=False)
-    _, r1 = ptx.run(1.0, 0, exp, model, tok, progress=False)
+    config = dataclasses.replace(ptx.CONFIG, max_steps=2, num_prompts=2, num_generations=2, eval_every=1,
+                                 ptx_batch_size=4)
+    _, r0 = ptx.run(0.0, 0, config, model, tok, progress=False, eval_episodes=4)
+    _, r1 = ptx.run(1.0, 0, config, model, tok, progress=False, eval_episodes=4)
     assert [s for s, _ in r0["eval"]] == [0, 1, 2]
     assert set(r0["final"]) == {"ten", "ranked", "pretraining_loss"}
     assert all(math.isnan(x) for x in r0["ptx_loss"]) and all(0 < x < 5 for x in r1["ptx_loss"])

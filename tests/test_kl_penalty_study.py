@@ -1,5 +1,7 @@
 """toyenv.experiments.kl_penalty: notebook 03's shipped runs, a live run against its shipped twin, and the claims the
 notebook's prose makes about them."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -23,9 +25,14 @@ def _last5(r):
 
 def test_the_shipped_study_has_the_five_runs_with_their_settings(study, shipped):
     assert list(shipped) == [s.name for s in K.RUNS]
-    assert study["experiment"] == {"learning_rate": 7e-5, "max_steps": 80, "num_prompts": 8, "num_generations": 4,
-                                   "max_new_tokens": 20, "eval_every": 20, "seed": 0}
-    settings = {n: (r["lambda"], r["kl_in"], r["target"], r["horizon"]) for n, r in shipped.items()}
+    config = study["config"]
+    assert {k: config[k] for k in ("algorithm", "learning_rate", "max_steps", "num_prompts", "num_generations",
+                                   "max_new_tokens", "eval_every", "seed")} == \
+        {"algorithm": "rloo", "learning_rate": 7e-5, "max_steps": 80, "num_prompts": 8, "num_generations": 4,
+         "max_new_tokens": 20, "eval_every": 20, "seed": 0}
+    settings = {n: (r["init_kl_coef"], r["kl_in"], r["target"], r["horizon"]) for n, r in shipped.items()}
+    assert {n: r["kl_estimator"] for n, r in shipped.items()} == {
+        "λ = 0": "k1", "λ = 0.3": "k1", "λ = 1": "k1", "λ = 1, k3 in the loss": "k3", "adaptive, target 1": "k1"}
     assert settings == {"λ = 0": (0.0, "reward", None, None), "λ = 0.3": (0.3, "reward", None, None),
                         "λ = 1": (1.0, "reward", None, None), "λ = 1, k3 in the loss": (1.0, "loss", None, None),
                         "adaptive, target 1": (1.0, "reward", 1.0, 320)}
@@ -35,7 +42,7 @@ def test_the_shipped_study_has_the_five_runs_with_their_settings(study, shipped)
         assert r["eval"][0][1] == study["base"]  # every run starts from the base model's evaluation
         assert r["final"] == r["eval"][-1][1]     # the final evaluation is the step-80 one
         if r["target"] is None:
-            assert set(r["beta"]) == {r["lambda"]}
+            assert set(r["beta"]) == {r["init_kl_coef"]}
     assert study["machine"] and study["seconds"] > 0
 
 
@@ -68,8 +75,7 @@ def test_the_first_evaluation_is_the_base_models_and_the_last_keeps_its_completi
     """`run` reuses the base model's evaluation for step 0 and keeps the last evaluation whole: check both against
     fresh evaluations on a 2-step run."""
     S = K.setup()
-    exp = K.KLPenaltyExperiment(max_steps=2, eval_every=1)
-    h = K.run(0.0, exp=exp, progress=False)
+    h = K.run(0.0, config=dataclasses.replace(K.CONFIG, max_steps=2, eval_every=1), progress=False)
     fresh_start = S.evaluate(S.base)
     assert h["eval"][0][1] == {"gold": fresh_start["gold"], "proxy": fresh_start["proxy"]}
     assert [s for s, _ in h["eval"]] == [0, 1, 2]

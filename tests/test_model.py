@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torch.nn.functional as F
 
 from toyenv import EOS_ID, PAD_ID, GPT, GPTConfig, seed_everything, token_logprobs
 

@@ -29,6 +29,8 @@ from toyenv.envs.navigation import (
 )
 from toyenv.tokenizer import Tokenizer
 
+from fakes import ModeTracking
+
 TOK = Tokenizer()
 
 # Compass geometry, written out here rather than read from the module: bearings in degrees clockwise from north.
@@ -476,21 +478,12 @@ def solve_from_prompt(prompt: str) -> str:
     return f"turn_direction({turn_name(facing, target)})"
 
 
-class FakeModel:
+class FakeModel(ModeTracking):
     """Stands in for the course GPT: same `generate` signature, answers by a rule."""
 
     def __init__(self, answer):
         self.answer = answer
         self.calls = 0
-        self.training = True
-
-    def eval(self):
-        self.training = False
-        return self
-
-    def train(self, mode=True):
-        self.training = mode
-        return self
 
     def generate(self, prompts, max_new_tokens, temperature=1.0, top_k=None, greedy=False, eos_id=2,
                  pad_id=0, use_cache=True, generator=None):

@@ -12,6 +12,8 @@ from toyenv.pairs import (
 )
 from toyenv.tokenizer import PAD_ID
 
+from fakes import ModeTracking
+
 TINY = dict(block_size=32, n_layer=2, n_head=2, n_embd=32)
 T = torch.tensor
 
@@ -91,22 +93,13 @@ def test_general_points_pairs_reject_bad_arguments():
             general_points_pairs(**kwargs)
 
 
-class GarbageSampler:
+class GarbageSampler(ModeTracking):
     """Mimics GPT.generate with num_return_sequences: completions drawn (with `generator`) from a list of strings."""
 
     ANSWERS = ["", "((((", "1/0", "K*J", "\n\n", "9999999", "1+2", "24", "8/(3-8/3)=24", "3*8", "~?", "10+10+4"]
 
     def __init__(self):
         self.tok = Tokenizer()
-        self.training = True
-
-    def eval(self):
-        self.training = False
-        return self
-
-    def train(self, mode=True):
-        self.training = mode
-        return self
 
     def generate(self, prompts, max_new_tokens, temperature=1.0, eos_id=2, pad_id=0, generator=None,
                  num_return_sequences=1):

@@ -16,8 +16,12 @@ def study():
 
 def test_the_study_holds_five_runs_with_the_notebooks_settings(study):
     assert tuple(study["runs"]) == PG.ALGORITHMS
-    assert study["experiment"] == {"max_steps": 30, "num_prompts": 8, "num_generations": 8, "max_new_tokens": 20,
-                                   "learning_rate": 1e-4, "seed": 0, "ppo_iterations": 2, "eval_episodes": 300}
+    config = study["config"]
+    assert {k: config[k] for k in ("max_steps", "num_prompts", "num_generations", "max_new_tokens", "learning_rate",
+                                   "beta", "seed")} == \
+        {"max_steps": 30, "num_prompts": 8, "num_generations": 8, "max_new_tokens": 20, "learning_rate": 1e-4,
+         "beta": 0.0, "seed": 0}
+    assert (study["ppo_iterations"], study["eval_episodes"]) == (2, 300)
     assert "threads" in study["machine"] and study["seconds"] > 0
     for name, r in study["runs"].items():
         assert r["algorithm"] == name
@@ -28,9 +32,8 @@ def test_the_study_holds_five_runs_with_the_notebooks_settings(study):
 
 
 def test_the_configs_are_the_notebooks():
-    exp = PG.PolicyGradientExperiment()
     for name in PG.ALGORITHMS:
-        cfg = exp.rl_config(name)
+        cfg = PG.rl_config(name)
         assert (cfg.algorithm, cfg.max_steps, cfg.num_prompts, cfg.num_generations, cfg.max_new_tokens,
                 cfg.learning_rate, cfg.beta, cfg.seed) == (name, 30, 8, 8, 20, 1e-4, 0.0, 0)
         assert cfg.num_iterations == (2 if name == "ppo" else 1)

@@ -1,19 +1,21 @@
 """toyenv.experiments.preference: notebook 05's displacement on the real base model, and the shipped study."""
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 
 from toyenv.experiments import preference as P
 from toyenv.pairs import LLAMA2_MARGINS
+from toyenv.trainers.dpo import PreferenceConfig
+from toyenv.trainers.reward_model import RewardConfig
 
 
 @pytest.fixture(scope="module")
 def displacement(base):
     """Plain DPO and DPO + NLL (α = 1) on the same 128 sampled pairs, 40 steps each."""
     model, tok = base
-    exp = P.DPOExperiment(num_pairs=128, monitor_pairs=32, max_steps=40, eval_every=0, eval_episodes=50,
-                          kl_prompts=16)
+    exp = P.DPOExperiment(num_pairs=128, monitor_pairs=32, eval_episodes=50, kl_prompts=16,
+                          training=PreferenceConfig(max_steps=40, batch_size=32, learning_rate=1e-4, eval_every=0))
     pairs = P.sampled_pairs(model, tok, exp.num_pairs, seed=0)
     monitor = P.sampled_pairs(model, tok, exp.monitor_pairs, seed=P.MONITOR_SEED)
     return {name: P.run(loss, 0.1, alpha, 0, exp, model, tok, pairs, monitor, progress=False)[1]
@@ -45,7 +47,7 @@ def test_records_have_what_the_notebooks_read(displacement):
 
 def test_margin_run_reports_every_strength(base):
     model, tok = base
-    exp = P.MarginExperiment(num_train=64, num_test=64, max_steps=3)
+    exp = P.MarginExperiment(num_train=64, num_test=64, training=RewardConfig(max_steps=3, learning_rate=3e-4))
     _, rec = P.run_margin("large", seed=0, exp=exp, base=model, tokenizer=tok, progress=False)
     assert rec["table"] == "large"
     assert sum(rec["test"][s]["n"] for s in rec["test"] if s != "all") == rec["test"]["all"]["n"] == 64
@@ -111,7 +113,8 @@ def test_shipped_score_gaps_mostly_clear_the_largest_margin(study):
 def test_shipped_policy_margins_part(study):
     exp = P.policy_margin_experiment()
     assert study["policy_margin_experiment"] == asdict(exp)
-    assert exp.max_steps == 100 and exp.eval_every == 100
+    assert exp.training.max_steps == 100 and exp.training.eval_every == 100
+    assert replace(exp.training, max_steps=200, eval_every=50) == P.DPOExperiment().training
     runs = {r["method"]: r for r in study["policy_margins"]}
     assert list(runs) == list(P.POLICY_METHODS) == ["DPO", "RPO", "REBEL"]
     for name, r in runs.items():

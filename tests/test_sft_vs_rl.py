@@ -1,4 +1,6 @@
 """toyenv.experiments.sft_vs_rl: notebook 08's study, on a short budget, and its readers."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ def short_general_points(base):
     """Seed 0, a third of the notebook's budget: 21 RL steps and SFT at the same FLOPs."""
     model, tok = base
     spec = S.TaskSpec("general_points", "ten", "ranked", max_new_tokens=20, eval_episodes=300)
-    cfg = S.StudyConfig(rl_steps=21, num_evals=3, kl_prompts=32)
+    cfg = S.StudyConfig(num_evals=3, kl_prompts=32, rl=replace(S.StudyConfig().rl, max_steps=21))
     return spec, S.skills(spec, model, tok), S.run(spec, cfg, 0, model, tok, progress=False)
 
 
@@ -45,7 +47,8 @@ def test_equal_compute_and_aligned_evaluations(short_general_points):
 def test_rl_steps_must_split_into_evaluations(base):
     model, tok = base
     with pytest.raises(ValueError, match="multiple of num_evals"):
-        S.run_rl(S.SPECS["general_points"], S.StudyConfig(rl_steps=10, num_evals=3), 0, model, tok, progress=False)
+        S.run_rl(S.SPECS["general_points"], S.StudyConfig(num_evals=3, rl=replace(S.StudyConfig().rl, max_steps=10)),
+                 0, model, tok, progress=False)
 
 
 def _fake_runs():
@@ -97,8 +100,6 @@ def test_the_shipped_study_backs_the_notebooks_prose():
     """Notebook 08's section 3, read off the shipped file: on GeneralPoints SFT's OOD accuracy collapses (0.002-0.018
     against 0.256) and RL holds it without raising it (0.002-0.006 below the base on every seed); on navigation RL
     raises it by 0.05-0.06 and SFT lowers it by 0.03-0.08. If a rebuild moves these, the prose must move too."""
-    import json
-
     study = S.load()
     end = {(r["task"], r["method"], r["seed"]): r["eval"][-1][1] for r in study["runs"]}
     gp_base, nav_base = study["base"]["general_points"], study["base"]["navigation"]

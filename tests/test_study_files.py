@@ -17,6 +17,8 @@ from toyenv.experiments import preference as P
 from toyenv.experiments import ptx
 from toyenv.experiments import razor as R
 from toyenv.experiments import sft_vs_rl as S
+from toyenv.trainers.dpo import PreferenceConfig
+from toyenv.trainers.reward_model import RewardConfig
 
 LEAF = "."
 
@@ -72,29 +74,31 @@ def _diff(got, want, where="") -> str:
 
 
 def test_kl_penalty():
-    exp = K.KLPenaltyExperiment(max_steps=2, eval_every=1, num_prompts=2, num_generations=2, max_new_tokens=4)
-    assert_same_fields(K.study((K.RUNS[0], K.RUNS[-1]), exp, progress=False), K.PATH)
+    config = dataclasses.replace(K.CONFIG, max_steps=2, eval_every=1, num_prompts=2, num_generations=2, max_new_tokens=4)
+    assert_same_fields(K.study((K.RUNS[0], K.RUNS[-1]), config, progress=False), K.PATH)
 
 
 def test_policy_gradients():
-    exp = PG.PolicyGradientExperiment(max_steps=1, num_prompts=2, num_generations=2, max_new_tokens=4,
-                                      eval_episodes=4)
-    assert_same_fields(PG.study(exp=exp, progress=False), PG.PATH)
+    config = dataclasses.replace(PG.CONFIG, max_steps=1, num_prompts=2, num_generations=2, max_new_tokens=4)
+    assert_same_fields(PG.study(config=config, eval_episodes=4, progress=False), PG.PATH)
 
 
 def test_ptx():
-    exp = ptx.PtxExperiment(max_steps=2, num_prompts=2, num_generations=2, max_new_tokens=4, ptx_batch_size=2,
-                            eval_every=1, eval_episodes=4)
-    assert_same_fields(ptx.study(gammas=(0.0, 1.0), seeds=(0,), exp=exp, progress=False), ptx.PATH)
+    config = dataclasses.replace(ptx.CONFIG, max_steps=2, num_prompts=2, num_generations=2, max_new_tokens=4,
+                                 ptx_batch_size=2, eval_every=1)
+    assert_same_fields(ptx.study(gammas=(0.0, 1.0), seeds=(0,), config=config, eval_episodes=4, progress=False),
+                       ptx.PATH)
 
 
 def test_preference(monkeypatch):
-    tiny = dict(num_pairs=8, monitor_pairs=8, max_steps=2, batch_size=4, eval_every=1, eval_episodes=4, kl_prompts=4)
+    tiny = dict(num_pairs=8, monitor_pairs=8, eval_episodes=4, kl_prompts=4,
+                training=PreferenceConfig(max_steps=2, batch_size=4, eval_every=1))
     monkeypatch.setattr(P, "DPOExperiment", functools.partial(P.DPOExperiment, **tiny))
-    monkeypatch.setattr(P, "policy_margin_experiment", lambda: P.DPOExperiment(max_steps=2, eval_every=2))
+    monkeypatch.setattr(P, "policy_margin_experiment",
+                        lambda: P.DPOExperiment(training=PreferenceConfig(max_steps=2, eval_every=2)))
     # enough pairs that every strength shows up in training and in every held-out bucket
     monkeypatch.setattr(P, "MarginExperiment", functools.partial(P.MarginExperiment, num_train=200, num_test=200,
-                                                                 max_steps=2))
+                                                                 training=RewardConfig(max_steps=2)))
     assert_same_fields(P.study(seeds=(0,), progress=False), P.PATH)
 
 
@@ -112,7 +116,8 @@ def test_sft_vs_rl(monkeypatch):
     monkeypatch.setattr(S, "COLD_START_STEPS", 3)  # a multiple of StudyConfig.num_evals
     monkeypatch.setattr(S, "rule_usage", functools.partial(S.rule_usage, n=20))
     monkeypatch.setattr(S, "action_space_usage", functools.partial(S.action_space_usage, n_routes=2))
-    cfg = S.StudyConfig(rl_steps=1, num_prompts=2, num_generations=2, num_evals=1, kl_prompts=4, expert_pairs=64)
+    cfg = S.StudyConfig(num_evals=1, kl_prompts=4, expert_pairs=64,
+                        rl=dataclasses.replace(S.StudyConfig().rl, max_steps=1, num_prompts=2, num_generations=2))
     assert_same_fields(S.study(seeds=(0,), cfg=cfg, progress=False), S.PATH)
 
 

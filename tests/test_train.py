@@ -1,9 +1,7 @@
-import math
-
 import pytest
 import torch
 
-from toyenv import GPT, GPTConfig, Tokenizer, seed_everything
+from toyenv import GPT, GPTConfig, seed_everything
 from toyenv.tasks import reverse_accuracy, reverse_dataset
 from toyenv.tokenizer import collate, encode_pairs
 from toyenv.trainers import sft

@@ -148,7 +148,7 @@ def completion_kl(
             attention |= gen_mask  # a generated PAD id would still be a real position
             _, logp = next_token_logprobs(p_model, tokens, attention)
             _, logq = next_token_logprobs(q_model.to(tokens.device), tokens, attention)
-            per_position = (logp.exp() * (logp - logq)).sum(-1)  # (B, T-1): position t predicts token t+1
+            per_position = exact_categorical(logp, logq)  # (B, T-1): position t predicts token t+1
             out.append((per_position * gen_mask[:, 1:].to(per_position.dtype)).sum(-1))
     return torch.cat(out).cpu()
 

@@ -7,7 +7,6 @@ across notebooks. Ids never change: PAD=0, BOS=1, EOS=2, then the characters.
 from __future__ import annotations
 
 import operator
-import string
 from typing import Iterable, Sequence
 
 import torch

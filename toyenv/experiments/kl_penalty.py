@@ -25,7 +25,7 @@ import argparse
 import copy
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -55,23 +55,11 @@ TWIN_RTOL = 1e-3
 TWIN_ATOL = 2e-4
 
 
-@dataclass
-class KLPenaltyExperiment:
-    """Everything that defines a run but its KL penalty."""
-
-    learning_rate: float = 7e-5   # fast enough that λ = 0 over-optimizes the proxy within 80 steps
-    max_steps: int = 80
-    num_prompts: int = 8
-    num_generations: int = 4      # 32 completions per step
-    max_new_tokens: int = 20
-    eval_every: int = 20          # and always after the last step
-    seed: int = 0
-
-    def rl_config(self, beta: float, kl_in: str = "reward") -> RLConfig:
-        return RLConfig(algorithm="rloo", max_steps=self.max_steps, num_prompts=self.num_prompts,
-                        num_generations=self.num_generations, max_new_tokens=self.max_new_tokens,
-                        learning_rate=self.learning_rate, beta=beta, kl_in=kl_in, seed=self.seed,
-                        eval_every=self.eval_every)
+# Everything that defines a run but its KL penalty (`run` replaces beta, kl_in and kl_estimator): RLOO, 8 prompts x 4
+# completions = 32 per step, a learning rate fast enough that λ = 0 over-optimizes the proxy within 80 steps, the
+# evaluation every 20 steps (and always after the last).
+CONFIG = RLConfig(algorithm="rloo", max_steps=80, num_prompts=8, num_generations=4, max_new_tokens=20,
+                  learning_rate=7e-5, eval_every=20, seed=0)
 
 
 @dataclass(frozen=True)
@@ -139,13 +127,14 @@ def setup() -> Setup:
 
 
 def run(beta: float, kl_in: str = "reward", kl_controller: AdaptiveKLController | None = None,
-        desc: str | None = None, exp: KLPenaltyExperiment | None = None, setup_: Setup | None = None,
-        progress: bool = True) -> dict:
+        desc: str | None = None, config: RLConfig = CONFIG, setup_: Setup | None = None,
+        progress: bool = True, kl_estimator: str | None = None) -> dict:
     """RLOO against the proxy from the base model with KL coefficient `beta` placed in `kl_in` (or steered by
-    `kl_controller`); returns `rl.train`'s history plus "final", the last evaluation (completions included).
+    `kl_controller`), the rest as in `config`; returns `rl.train`'s history plus "final", the last evaluation
+    (completions included). `kl_estimator` None is RLConfig's default for `kl_in` (k1 in the reward, k3 in the loss).
 
-    history["eval"] holds (step, {"gold", "proxy"}) every `exp.eval_every` steps, step 0 included."""
-    exp = exp or KLPenaltyExperiment()
+    history["eval"] holds (step, {"gold", "proxy"}) every `config.eval_every` steps, step 0 included."""
+    cfg = replace(config, beta=beta, kl_in=kl_in, kl_estimator=kl_estimator)
     S = setup_ or setup()
     last = {}
 
@@ -157,17 +146,17 @@ def run(beta: float, kl_in: str = "reward", kl_controller: AdaptiveKLController 
 
     policy = copy.deepcopy(S.base)
     # Step 0's evaluation is the base model's (the policy is still an exact copy of it), which we already have.
-    history = train(policy, S.proxy_task, exp.rl_config(beta, kl_in), S.tok, ref=S.base, kl_controller=kl_controller,
-                    progress=progress, desc=desc or f"lambda = {beta}", eval_fn=eval_fn if exp.eval_every else None,
+    history = train(policy, S.proxy_task, cfg, S.tok, ref=S.base, kl_controller=kl_controller,
+                    progress=progress, desc=desc or f"lambda = {beta}", eval_fn=eval_fn if cfg.eval_every else None,
                     initial_eval={"gold": S.start["gold"], "proxy": S.start["proxy"]})
-    history["final"] = last["eval"] if exp.eval_every else S.evaluate(policy)
+    history["final"] = last["eval"] if cfg.eval_every else S.evaluate(policy)
     return history
 
 
-def run_spec(spec: RunSpec, exp: KLPenaltyExperiment | None = None, setup_: Setup | None = None,
-             progress: bool = True) -> dict:
+def run_spec(spec: RunSpec, config: RLConfig = CONFIG, setup_: Setup | None = None, progress: bool = True) -> dict:
     """`run` with the settings of one of the study's `RUNS`."""
-    return run(spec.beta, spec.kl_in, spec.controller(), desc=spec.name, exp=exp, setup_=setup_, progress=progress)
+    return run(spec.beta, spec.kl_in, spec.controller(), desc=spec.name, config=config, setup_=setup_,
+               progress=progress)
 
 
 def at_evals(h: dict, key: str) -> tuple[list[int], list[float]]:
@@ -195,7 +184,8 @@ def fingerprint(history: dict) -> str:
 def record(spec: RunSpec, history: dict) -> dict:
     """What the notebook needs of one run, floats rounded to 4 decimals, and its `fingerprint`."""
     return {
-        "name": spec.name, "lambda": spec.beta, "kl_in": spec.kl_in, "target": spec.target,
+        "name": spec.name, "init_kl_coef": spec.beta, "kl_in": spec.kl_in,
+        "kl_estimator": history["config"]["kl_estimator"], "target": spec.target,
         "horizon": spec.horizon,
         "kl": [r4(x) for x in history["kl"]],          # exact KL to the base model per step, nats per completion
         "beta": [r4(x) for x in history["beta"]],      # λ per step, as rl.train names it (the controller's choice)
@@ -213,13 +203,12 @@ def compare_with_twin(live: dict, shipped: dict, name: str = "λ = 0") -> twins.
     return twins.compare(live, shipped, name=name, rtol=TWIN_RTOL, atol=TWIN_ATOL, ignore=("seconds", "fingerprint"))
 
 
-def study(specs=RUNS, exp: KLPenaltyExperiment | None = None, progress: bool = True) -> dict:
-    exp = exp or KLPenaltyExperiment()
+def study(specs=RUNS, config: RLConfig = CONFIG, progress: bool = True) -> dict:
     S = setup()
     t0 = time.perf_counter()
-    runs = [record(spec, run_spec(spec, exp, S, progress)) for spec in specs]
+    runs = [record(spec, run_spec(spec, config, S, progress)) for spec in specs]
     return {
-        "experiment": asdict(exp),
+        "config": asdict(config),  # every run's RLConfig but beta, kl_in and kl_estimator, which each run records
         "base": {k: r4(S.start[k]) for k in ("gold", "proxy")},
         "runs": runs,
         "seconds": round(time.perf_counter() - t0, 1),

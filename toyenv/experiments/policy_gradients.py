@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,24 +46,18 @@ TWIN_RTOL = 1e-3
 TWIN_ATOL = 2e-4
 
 
-@dataclass
-class PolicyGradientExperiment:
-    """Everything that defines a run but the algorithm; the notebook's values."""
+# Everything that defines a run but the algorithm (`rl_config` sets it): 8 prompts x 8 completions = 64 per step,
+# 1,920 per run; no KL penalty (beta 0), since this section compares the estimators, not the penalty; one seed for
+# every run, so every algorithm starts from the same first batch of rollouts.
+CONFIG = RLConfig(algorithm="rloo", max_steps=30, num_prompts=8, num_generations=8, max_new_tokens=20,
+                  learning_rate=1e-4, seed=0)
+PPO_ITERATIONS = 2   # PPO's passes over each batch; with 1 its ratio stays 1 and nothing is clipped
+EVAL_EPISODES = 300  # greedy evaluation deals (gp.evaluate's default seed 0, the same for every model)
 
-    max_steps: int = 30
-    num_prompts: int = 8
-    num_generations: int = 8          # 64 completions per step, 1,920 per run
-    max_new_tokens: int = 20
-    learning_rate: float = 1e-4       # no KL penalty (beta 0): this section compares the estimators, not the penalty
-    seed: int = 0                     # one seed for every run: the same first batch of rollouts
-    ppo_iterations: int = 2           # PPO's passes over each batch; with 1 its ratio stays 1, nothing is clipped
-    eval_episodes: int = 300          # greedy evaluation deals (gp.evaluate's default seed 0, the same for every model)
 
-    def rl_config(self, algorithm: str) -> RLConfig:
-        return RLConfig(algorithm=algorithm, max_steps=self.max_steps, num_prompts=self.num_prompts,
-                        num_generations=self.num_generations, max_new_tokens=self.max_new_tokens,
-                        learning_rate=self.learning_rate, seed=self.seed,
-                        num_iterations=self.ppo_iterations if algorithm == "ppo" else 1)
+def rl_config(algorithm: str, config: RLConfig = CONFIG) -> RLConfig:
+    """`config` for `algorithm`: PPO makes `PPO_ITERATIONS` passes over each batch, every other algorithm one."""
+    return replace(config, algorithm=algorithm, num_iterations=PPO_ITERATIONS if algorithm == "ppo" else 1)
 
 
 def greedy_accuracy(model: GPT, tokenizer: Tokenizer, episodes: int = 300) -> float:
@@ -76,21 +70,20 @@ def _r4(xs) -> list[float]:
 
 
 def run(algorithm: str, base: GPT | None = None, tokenizer: Tokenizer | None = None,
-        exp: PolicyGradientExperiment | None = None, progress: bool = True) -> dict:
+        config: RLConfig = CONFIG, eval_episodes: int = EVAL_EPISODES, progress: bool = True) -> dict:
     """Train a copy of `base` with `algorithm`; return its record: the per-step "reward", "kl", "entropy" and
     "clip_frac" (rounded to 4 decimals, as shipped), "greedy_accuracy" after training, "seconds" (training and
     evaluation). The base model is left untouched; the trained policy is not kept (the notebook needs its numbers
     only)."""
-    exp = exp or PolicyGradientExperiment()
     if base is None:
         base, tokenizer = load_base()
     tokenizer = tokenizer or Tokenizer()
     start = time.perf_counter()
     policy = copy.deepcopy(base)
-    history = train(policy, general_points_task(RULE), exp.rl_config(algorithm), tokenizer, ref=base,
+    history = train(policy, general_points_task(RULE), rl_config(algorithm, config), tokenizer, ref=base,
                     progress=progress, desc=algorithm)
     record = {"algorithm": algorithm, **{k: _r4(history[k]) for k in SERIES},
-              "greedy_accuracy": greedy_accuracy(policy, tokenizer, exp.eval_episodes)}
+              "greedy_accuracy": greedy_accuracy(policy, tokenizer, eval_episodes)}
     record["seconds"] = round(time.perf_counter() - start, 1)
     return record
 
@@ -112,14 +105,16 @@ def compare_with_twin(live: dict, shipped: dict, name: str = "rloo") -> twins.Co
     return twins.compare(live, shipped, name=name, rtol=TWIN_RTOL, atol=TWIN_ATOL, ignore=("seconds",))
 
 
-def study(algorithms=ALGORITHMS, exp: PolicyGradientExperiment | None = None, progress: bool = True) -> dict:
-    exp = exp or PolicyGradientExperiment()
+def study(algorithms=ALGORITHMS, config: RLConfig = CONFIG, eval_episodes: int = EVAL_EPISODES,
+          progress: bool = True) -> dict:
     base, tok = load_base()
     t0 = time.perf_counter()
-    runs = {a: run(a, base, tok, exp, progress) for a in algorithms}
+    runs = {a: run(a, base, tok, config, eval_episodes, progress) for a in algorithms}
     return {
-        "experiment": asdict(exp),
-        "base": {"greedy_accuracy": greedy_accuracy(base, tok, exp.eval_episodes)},
+        "config": asdict(config),  # every run's RLConfig but its algorithm and num_iterations (`rl_config`)
+        "ppo_iterations": PPO_ITERATIONS,
+        "eval_episodes": eval_episodes,
+        "base": {"greedy_accuracy": greedy_accuracy(base, tok, eval_episodes)},
         "runs": runs,
         "seconds": round(time.perf_counter() - t0, 1),
         "machine": machine(),

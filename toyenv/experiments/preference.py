@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,21 +52,19 @@ MONITOR_SEED = 100   # held-out pairs watched during training (never trained on)
 
 @dataclass
 class DPOExperiment:
-    """Everything that defines one DPO run but its loss weights and seed."""
+    """Everything that defines one DPO run but its loss weights and seed: the data and measurements here, the
+    optimization in `training` (`config` sets the loss, its coefficients and the seed)."""
 
-    num_pairs: int = 512
-    monitor_pairs: int = 128
-    max_steps: int = 200
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    eval_every: int = 50
-    eval_episodes: int = 200
-    kl_prompts: int = 128
+    num_pairs: int = 512       # training pairs, sampled from the base model and graded
+    monitor_pairs: int = 128   # held-out pairs whose log-probs are watched
+    eval_episodes: int = 200   # greedy task-accuracy deals
+    kl_prompts: int = 128      # monitor prompts on which KL(π ‖ π_ref) is measured at the end
+    training: PreferenceConfig = field(default_factory=lambda: PreferenceConfig(
+        max_steps=200, batch_size=32, learning_rate=1e-4, eval_every=50))
 
     def config(self, loss_type: str, beta: float, alpha: float, seed: int, **extra) -> PreferenceConfig:
-        return PreferenceConfig(loss_type=loss_type, beta=beta, alpha=alpha, max_steps=self.max_steps,
-                                batch_size=self.batch_size, learning_rate=self.learning_rate,
-                                eval_every=self.eval_every, seed=seed, **extra)
+        """`training` with the run's loss, its coefficients and seed."""
+        return replace(self.training, loss_type=loss_type, beta=beta, alpha=alpha, seed=seed, **extra)
 
 
 def sampled_pairs(base: GPT, tokenizer: Tokenizer, n: int, seed: int) -> list[PreferencePair]:
@@ -116,10 +114,11 @@ def run(loss_type: str = "dpo", beta: float = 0.1, alpha: float = 0.0, seed: int
 # --------------------------------------------------------------------------- reward-model margins (notebook 06)
 @dataclass
 class MarginExperiment:
+    """The data of a reward-model run; its optimization is `training` (`run_margin` sets use_margin and the seed)."""
+
     num_train: int = 2000
     num_test: int = 1000
-    max_steps: int = 150
-    learning_rate: float = 3e-4
+    training: RewardConfig = field(default_factory=lambda: RewardConfig(max_steps=150, learning_rate=3e-4))
 
 
 def graded_pool_pairs(n: int, seed: int) -> list[PreferencePair]:
@@ -164,8 +163,7 @@ def run_margin(table: str | None, seed: int = 0, exp: MarginExperiment | None = 
     test_pairs = test_pairs if test_pairs is not None else graded_pool_pairs(exp.num_test, 1000 + seed)
     torch.manual_seed(seed)  # the reward head's initialization
     rm = RewardModel.from_gpt(base)
-    cfg = RewardConfig(max_steps=exp.max_steps, learning_rate=exp.learning_rate, use_margin=table is not None,
-                       seed=seed)
+    cfg = replace(exp.training, use_margin=table is not None, seed=seed)
     reward_model.train(rm, [p.with_margin(table or "small") for p in train_pairs], cfg, tokenizer,
                        progress=progress, desc=f"reward model, margin {table}")
     return rm, {"table": table, "seed": seed, "test": bucket_metrics(rm, tokenizer, test_pairs)}
@@ -180,7 +178,8 @@ POLICY_SEED = 0  # the policy-margin part runs one seed, notebook 06's
 
 def policy_margin_experiment() -> DPOExperiment:
     """Notebook 06's section 3: notebook 05's setting, 100 steps, evaluated before and after."""
-    return DPOExperiment(max_steps=100, eval_every=100)
+    exp = DPOExperiment()
+    return replace(exp, training=replace(exp.training, max_steps=100, eval_every=100))
 
 
 def run_policy_margin(method: str, seed: int = POLICY_SEED, exp: DPOExperiment | None = None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,24 +44,11 @@ PATH = DATA_DIR / "ptx_sweep.json"
 EVAL_SEED = 3  # deals for evaluation; RL samples its own fresh deals from its seed
 
 
-@dataclass
-class PtxExperiment:
-    """Everything that defines one run but γ and the seed."""
-
-    learning_rate: float = 2e-4      # pushed hard enough that RL alone starts to forget (1e-4: hardly any drift)
-    max_steps: int = 100
-    num_prompts: int = 8
-    num_generations: int = 8         # 64 rollouts per step
-    max_new_tokens: int = 20
-    ptx_batch_size: int = 16
-    eval_every: int = 25
-    eval_episodes: int = 300         # per rule; a standard error of about 0.025 on an accuracy near 0.25
-
-    def rl_config(self, gamma: float, seed: int) -> RLConfig:
-        return RLConfig(algorithm="rloo", max_steps=self.max_steps, num_prompts=self.num_prompts,
-                        num_generations=self.num_generations, max_new_tokens=self.max_new_tokens,
-                        learning_rate=self.learning_rate, beta=0.0, ptx_coef=gamma,
-                        ptx_batch_size=self.ptx_batch_size, eval_every=self.eval_every, seed=seed)
+# Everything that defines one run but γ (`ptx_coef`) and the seed, which `run` sets: RLOO, 8 prompts x 8 rollouts
+# per step, no KL penalty, a learning rate pushed hard enough that RL alone starts to forget (1e-4: hardly any drift).
+CONFIG = RLConfig(algorithm="rloo", max_steps=100, num_prompts=8, num_generations=8, max_new_tokens=20,
+                  learning_rate=2e-4, beta=0.0, ptx_batch_size=16, eval_every=25, seed=0)
+EVAL_EPISODES = 300  # greedy deals per rule; a standard error of about 0.025 on an accuracy near 0.25
 
 
 def ptx_data() -> list[tuple[str, str]]:
@@ -91,20 +78,19 @@ def skills(model: GPT, tokenizer: Tokenizer, held_out: list[tuple[str, str]], ep
     }
 
 
-def run(gamma: float, seed: int = 0, exp: PtxExperiment | None = None, base: GPT | None = None,
-        tokenizer: Tokenizer | None = None, progress: bool = True,
-        initial_eval: dict | None = None) -> tuple[GPT, dict]:
-    """RL from the base model with ptx coefficient γ; returns (policy, record). record["eval"] holds
-    (step, skills) every `exp.eval_every` steps, step 0 included; pass the base model's `skills` as `initial_eval`
-    if you already have them, to skip measuring them again."""
-    exp = exp or PtxExperiment()
+def run(gamma: float, seed: int = 0, config: RLConfig = CONFIG, base: GPT | None = None,
+        tokenizer: Tokenizer | None = None, progress: bool = True, initial_eval: dict | None = None,
+        eval_episodes: int = EVAL_EPISODES) -> tuple[GPT, dict]:
+    """RL from the base model with ptx coefficient γ, the rest as in `config`; returns (policy, record).
+    record["eval"] holds (step, skills) every `config.eval_every` steps, step 0 included; pass the base model's
+    `skills` as `initial_eval` if you already have them, to skip measuring them again."""
     if base is None:
         base, tokenizer = load_base()
     tokenizer = tokenizer or Tokenizer()
     held_out = held_out_data()
     policy = copy.deepcopy(base)
-    history = rl.train(policy, general_points_task("ten"), exp.rl_config(gamma, seed), tokenizer, ref=base,
-                    eval_fn=lambda m: skills(m, tokenizer, held_out, exp.eval_episodes), progress=progress,
+    history = rl.train(policy, general_points_task("ten"), replace(config, ptx_coef=gamma, seed=seed), tokenizer,
+                    ref=base, eval_fn=lambda m: skills(m, tokenizer, held_out, eval_episodes), progress=progress,
                     desc=f"RL, γ = {gamma}", ptx_data=ptx_data() if gamma > 0 else None, initial_eval=initial_eval)
     def r4(xs):
         return [round(float(x), 4) for x in xs]
@@ -115,18 +101,19 @@ def run(gamma: float, seed: int = 0, exp: PtxExperiment | None = None, base: GPT
     return policy, record
 
 
-def run_sft_only(seed: int = 0, exp: PtxExperiment | None = None, base: GPT | None = None,
-                 tokenizer: Tokenizer | None = None, progress: bool = True) -> tuple[GPT, dict]:
-    """The control: the same number of ptx batches (same size, same learning rate), without any RL loss."""
-    exp = exp or PtxExperiment()
+def run_sft_only(seed: int = 0, config: RLConfig = CONFIG, base: GPT | None = None,
+                 tokenizer: Tokenizer | None = None, progress: bool = True,
+                 eval_episodes: int = EVAL_EPISODES) -> tuple[GPT, dict]:
+    """The control: as many ptx batches as `config` has RL steps (same size, same learning rate), without any RL
+    loss."""
     if base is None:
         base, tokenizer = load_base()
     tokenizer = tokenizer or Tokenizer()
     model = copy.deepcopy(base)
-    cfg = SFTConfig(max_steps=exp.max_steps, batch_size=exp.ptx_batch_size, learning_rate=exp.learning_rate,
+    cfg = SFTConfig(max_steps=config.max_steps, batch_size=config.ptx_batch_size, learning_rate=config.learning_rate,
                     warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0, seed=seed)
     sft.train(model, ptx_data(), cfg, tokenizer, progress=progress, desc="pretraining data only")
-    return model, {"seed": seed, "final": skills(model, tokenizer, held_out_data(), exp.eval_episodes)}
+    return model, {"seed": seed, "final": skills(model, tokenizer, held_out_data(), eval_episodes)}
 
 
 METRICS = ("reward", "kl", "ten", "ranked", "pretraining_loss")
@@ -214,16 +201,16 @@ def verdicts(study: dict) -> list[str]:
     return lines
 
 
-def study(gammas=(0.0, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2), exp: PtxExperiment | None = None,
-          progress: bool = True) -> dict:
-    exp = exp or PtxExperiment()
+def study(gammas=(0.0, 0.1, 0.3, 1.0, 3.0), seeds=(0, 1, 2), config: RLConfig = CONFIG,
+          eval_episodes: int = EVAL_EPISODES, progress: bool = True) -> dict:
     base, tok = load_base()
     t0 = time.perf_counter()
-    runs = [run(g, s, exp, base, tok, progress)[1] for s in seeds for g in gammas]
-    controls = [run_sft_only(s, exp, base, tok, progress)[1] for s in seeds]
+    runs = [run(g, s, config, base, tok, progress, eval_episodes=eval_episodes)[1] for s in seeds for g in gammas]
+    controls = [run_sft_only(s, config, base, tok, progress, eval_episodes)[1] for s in seeds]
     return {
-        "experiment": asdict(exp),
-        "base": skills(base, tok, held_out_data(), exp.eval_episodes),
+        "config": asdict(config),  # every run's RLConfig but ptx_coef (γ) and seed, which each run records
+        "eval_episodes": eval_episodes,
+        "base": skills(base, tok, held_out_data(), eval_episodes),
         "runs": runs,
         "sft_only": controls,
         "seconds": round(time.perf_counter() - t0, 1),

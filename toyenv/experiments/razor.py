@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,9 @@ OLD_RULE = "ranked"
 OLD_SKILL_DEALS = 1000
 SFT_DATA = ("expert", "other_annotator", "oracle", "rl_samples")
 SFT_SEED = 2000  # the deals SFT trains on are dealt with SFT_SEED + the run's seed
+# What every run of a method shares; `run` sets each run's steps, learning rate and seed (and RazorRun.rl's fields).
+SFT_CONFIG = SFTConfig(batch_size=32, warmup_steps=10, min_lr_ratio=1.0)
+RL_CONFIG = RLConfig(algorithm="rloo", num_prompts=8, num_generations=8, max_new_tokens=20)
 
 
 @dataclass
@@ -67,7 +70,7 @@ class RazorRun:
     learning_rate: float
     steps: int
     data: str = "expert"
-    rl: dict = field(default_factory=dict)   # extra RLConfig fields (algorithm, beta, ...)
+    rl: dict = field(default_factory=dict)   # RL_CONFIG's fields this run changes (algorithm, beta, ...)
 
 
 RUNS = [
@@ -184,17 +187,14 @@ def run(spec: RazorRun, base: GPT, tokenizer: Tokenizer, seed: int = 0, progress
             data = correct_samples(rl_policy, tokenizer, 2000, seed)
         else:
             raise ValueError(f"unknown data {spec.data!r}")
-        cfg = SFTConfig(max_steps=spec.steps, batch_size=32, learning_rate=spec.learning_rate, warmup_steps=10,
-                        min_lr_ratio=1.0, seed=seed)
+        cfg = replace(SFT_CONFIG, max_steps=spec.steps, learning_rate=spec.learning_rate, seed=seed)
         sft.train(model, data, cfg, tokenizer, progress=progress, desc=spec.name)
     elif spec.method == "rl":
-        rl_cfg = {"algorithm": "rloo", **spec.rl}
+        cfg = replace(RL_CONFIG, max_steps=spec.steps, learning_rate=spec.learning_rate, seed=seed, **spec.rl)
         task = general_points_task(NEW_RULE)
-        if rl_cfg["algorithm"] == "reinforce":  # positive-only: reward 1 for a correct answer, 0 otherwise
+        if cfg.algorithm == "reinforce":  # positive-only: reward 1 for a correct answer, 0 otherwise
             task = task.with_reward(lambda p, c, infos: [float(gp.verify(i["cards"], x, NEW_RULE).correct)
                                                          for x, i in zip(c, infos)], name="correct = 1, else 0")
-        cfg = RLConfig(max_steps=spec.steps, num_prompts=8, num_generations=8, max_new_tokens=20,
-                       learning_rate=spec.learning_rate, seed=seed, **rl_cfg)
         rl.train(model, task, cfg, tokenizer, ref=base, progress=progress, desc=spec.name)
     else:
         raise ValueError(f"unknown method {spec.method!r}")

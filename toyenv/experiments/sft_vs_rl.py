@@ -25,7 +25,7 @@ import argparse
 import copy
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,16 +88,17 @@ SPECS = {
 
 @dataclass
 class StudyConfig:
-    rl_steps: int = 60
-    num_prompts: int = 8
-    num_generations: int = 8         # 64 rollouts per RL step
-    rl_learning_rate: float = 1e-4
-    sft_learning_rate: float = 1e-3
-    sft_batch_size: int = 32
+    """What the two methods share and how they are measured; each method's optimization is its trainer's config.
+    RL's `max_steps` sets the compute budget; SFT gets as many steps as that compute buys (`run_sft`). The task
+    sets `max_new_tokens`, `run_rl` / `run_sft` the seed and the evaluation schedule."""
+
     num_evals: int = 3               # evaluations after 1/3, 2/3 and all of the budget (plus the start)
     kl_prompts: int = 128
     expert_pairs: int = 4000         # SFT data (general_points: deals; navigation: about this many steps)
-    rl: dict = field(default_factory=dict)  # extra RLConfig fields
+    rl: RLConfig = field(default_factory=lambda: RLConfig(  # RLOO, 64 rollouts per step, no KL penalty
+        algorithm="rloo", max_steps=60, num_prompts=8, num_generations=8, learning_rate=1e-4))
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(  # a constant learning rate after the warmup
+        batch_size=32, learning_rate=1e-3, min_lr_ratio=1.0))
 
 
 def _mean_tokens(pairs: list[tuple[str, str]], tokenizer: Tokenizer) -> float:
@@ -112,12 +113,11 @@ def run_rl(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: To
            progress: bool = True, initial_eval: dict | None = None) -> tuple[GPT, dict]:
     """RL on the ID rule; returns (policy, record) with evaluations [(flops, {"id", "ood"})] (`run` adds the KL)."""
     policy = copy.deepcopy(base)
-    if cfg.rl_steps % cfg.num_evals:
-        raise ValueError(f"rl_steps ({cfg.rl_steps}) must be a multiple of num_evals ({cfg.num_evals})")
-    every = cfg.rl_steps // cfg.num_evals
-    rl_cfg = RLConfig(algorithm="rloo", max_steps=cfg.rl_steps, num_prompts=cfg.num_prompts,
-                      num_generations=cfg.num_generations, max_new_tokens=spec.max_new_tokens,
-                      learning_rate=cfg.rl_learning_rate, eval_every=every, seed=seed, **cfg.rl)
+    if cfg.rl.max_steps % cfg.num_evals:
+        raise ValueError(f"StudyConfig.rl.max_steps ({cfg.rl.max_steps}) must be a multiple of num_evals "
+                         f"({cfg.num_evals})")
+    every = cfg.rl.max_steps // cfg.num_evals
+    rl_cfg = replace(cfg.rl, max_new_tokens=spec.max_new_tokens, eval_every=every, seed=seed)
     history = rl.train(policy, spec.rl_task(), rl_cfg, tokenizer, ref=base, eval_fn=lambda m: skills(spec, m, tokenizer),
                     progress=progress, desc=f"RL on {spec.name} [{spec.id_rule}]", initial_eval=initial_eval)
     # FLOPs per step: sampling reads prompt + completion (2N per token), the update trains them (6N), the
@@ -126,7 +126,7 @@ def run_rl(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: To
     prompt_tokens = float(np.mean([len(tokenizer.encode(p, bos=True)) for p in spec.id_prompts(64)]))
     per_step = [rl_cfg.batch_size * (prompt_tokens + length) * 10 * n for length in history["length"]]
     flops = np.concatenate([[0.0], np.cumsum(per_step)])
-    record = {"method": "rl", "task": spec.name, "seed": seed, "steps": cfg.rl_steps,
+    record = {"method": "rl", "task": spec.name, "seed": seed, "steps": rl_cfg.max_steps,
               "eval": [(float(flops[step]), s) for step, s in history["eval"]], "reward": history["reward"],
               "seconds": round(sum(history["seconds"]), 1)}
     return policy, record
@@ -137,11 +137,10 @@ def run_sft(spec: TaskSpec, cfg: StudyConfig, seed: int, base: GPT, tokenizer: T
     """SFT on ID expert data with as many steps as `flops_budget` buys (6N per trained token)."""
     model = copy.deepcopy(base)
     data = spec.expert_data(cfg.expert_pairs, seed)
-    per_step = 6 * model.num_params() * cfg.sft_batch_size * _mean_tokens(data, tokenizer)
+    per_step = 6 * model.num_params() * cfg.sft.batch_size * _mean_tokens(data, tokenizer)
     every = max(1, int(round(flops_budget / per_step / cfg.num_evals)))  # evaluate at the same fractions as RL
     steps = every * cfg.num_evals
-    sft_cfg = SFTConfig(max_steps=steps, batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate,
-                        warmup_steps=min(20, steps // 10), min_lr_ratio=1.0, eval_every=every, seed=seed)
+    sft_cfg = replace(cfg.sft, max_steps=steps, warmup_steps=min(20, steps // 10), eval_every=every, seed=seed)
     t0 = time.perf_counter()
     history = sft.train(model, data, sft_cfg, tokenizer, eval_fn=lambda m: skills(spec, m, tokenizer), progress=progress,
                   desc=f"SFT on {spec.name} [{spec.id_rule}]", initial_eval=initial_eval)
@@ -176,8 +175,9 @@ def run_cold_start(tokenizer: Tokenizer, device: str | torch.device = "cpu", see
     size (weights drawn after `seed_everything(seed)`, so the run is the same every time)."""
     seed_everything(seed)
     untrained = GPT(GPTConfig()).to(device)
-    _, record = run_rl(SPECS["general_points"], StudyConfig(rl_steps=COLD_START_STEPS), seed, untrained, tokenizer,
-                       progress)
+    cfg = StudyConfig()
+    cfg = replace(cfg, rl=replace(cfg.rl, max_steps=COLD_START_STEPS))
+    _, record = run_rl(SPECS["general_points"], cfg, seed, untrained, tokenizer, progress)
     return record
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -344,7 +345,7 @@ def train(
 RM_FORMAT = "toyenv-reward-model-v1"
 
 
-def save_reward_model(path, rm: RewardModel, **meta) -> "Path":
+def save_reward_model(path, rm: RewardModel, **meta) -> Path:
     """Write the reward model's weights, config and `meta` (JSON-like values) to `path`.
 
     Plain tensors, numbers and strings only, so `load_reward_model` can use `torch.load(weights_only=True)`.

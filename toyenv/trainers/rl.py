@@ -298,8 +298,9 @@ def train(
 
     def ptx_batch() -> tuple[torch.Tensor, torch.Tensor]:
         pick = torch.randint(len(ptx_examples), (cfg.ptx_batch_size,), generator=ptx_gen).tolist()
-        # The same loss the base model was pretrained with (toyenv.pretrain: completion tokens only). A whole-sequence
-        # loss would also fit the prompts, which the base model never modelled, and damage the skill it should keep.
+        # The same loss the base model was pretrained with (toyenv.experiments.base_model: completion tokens only).
+        # A whole-sequence loss would also fit the prompts, which the base model never modelled, and damage the skill
+        # it should keep.
         tokens_, loss_mask = collate([ptx_examples[i] for i in pick], completion_only=True)
         return tokens_.to(policy.device), loss_mask.to(policy.device)
 
