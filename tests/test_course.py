@@ -1,5 +1,4 @@
 """The course tooling: stub generation, the notebooks/ sync check, checkers and grading."""
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +8,7 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from toyenv.course import CHECKS, check, run_check
-from toyenv.course import grading
+from toyenv.course import CHECKS, CheckFailed, check, run_check
 from toyenv.course import notebooks as nbs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,16 +98,23 @@ def _ref(logits, tokens):
 def test_token_logprobs_checker_says_what_is_wrong(fn, status, words, capsys):
     verdict = run_check("token_logprobs", fn)
     assert verdict.status == status and words in verdict.message
-    assert check("token_logprobs", fn) is None
-    assert capsys.readouterr().out == verdict.line("token_logprobs") + "\n"
+    if status == "PASS":  # printed
+        assert check("token_logprobs", fn) is None
+        assert capsys.readouterr().out == verdict.line("token_logprobs") + "\n"
+    else:  # raised, so that a graded cell fails, and shown as the verdict line alone
+        with pytest.raises(CheckFailed) as raised:
+            check("token_logprobs", fn)
+        assert capsys.readouterr().out == ""
+        assert str(raised.value) == verdict.line("token_logprobs")
+        assert raised.value._render_traceback_() == [verdict.line("token_logprobs")]
 
 
 def test_unattempted_exercise_is_todo(capsys):
     def stub(logits, tokens):
         raise NotImplementedError()
     assert run_check("token_logprobs", stub).status == "TODO"
-    check("token_logprobs", stub)
-    assert capsys.readouterr().out.startswith("TODO token_logprobs: not attempted")
+    with pytest.raises(CheckFailed, match="^TODO token_logprobs: not attempted"):
+        check("token_logprobs", stub)
     with pytest.raises(KeyError, match="no checker named"):
         check("nope", stub)
 
@@ -117,7 +122,7 @@ def test_unattempted_exercise_is_todo(capsys):
 def test_every_check_call_in_solutions_names_a_registered_checker():
     for path in nbs.Tree().sources():
         for cell in nbformat.read(path, as_version=4).cells:
-            for name in grading.CHECK_CALL.findall(cell.source):
+            for name in nbs.CHECK_CALL.findall(cell.source):
                 assert name in CHECKS, f"{path.name} calls unknown checker {name!r}"
 
 

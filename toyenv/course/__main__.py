@@ -1,4 +1,4 @@
-"""python -m toyenv.course {workspace,fresh,build,check,grade,refresh}"""
+"""python -m toyenv.course {workspace,fresh,build,check,grade,nbgrader,refresh}"""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
                                     "notebook's metadata, else its file name)")
     g.add_argument("--csv", type=Path, help="with a folder: the gradebook to write (one row per student and notebook; "
                                             "feedback files go beside it)")
+    n = sub.add_parser("nbgrader", help="write an nbgrader course folder (nbgrader_config.py, source/) from solutions/")
+    n.add_argument("names", nargs="*", help="notebook names (default: all in solutions/)")
+    n.add_argument("--dest", type=Path, default=nbs.ROOT / "nbgrader", help="the folder (default: nbgrader/)")
+    n.add_argument("--force", action="store_true",
+                   help="overwrite files there that differ (edited by hand), each copied to backups/ first")
     r = sub.add_parser("refresh", help="re-run solution notebooks, store the outputs nbval checks, then build")
     r.add_argument("names", nargs="*", help="notebook names (default: all in solutions/)")
     args = ap.parse_args(argv)
@@ -51,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"notebooks/ matches solutions/ ({len(tree.sources())} notebooks)")
         elif args.cmd == "grade":
             return _grade(args, tree)
+        elif args.cmd == "nbgrader":
+            written = nbs.export_nbgrader(args.dest, args.names, tree, force=args.force)
+            print("\n".join(written) if written else f"{args.dest} is up to date")
+            first = (args.names or [tree.sources()[0].stem])[0].removesuffix(".ipynb")
+            print(f"next: cd {args.dest} && nbgrader generate_assignment {first} (see the README, 'For teachers')")
         elif args.cmd == "refresh":
             paths = [tree.solutions / (n if n.endswith(".ipynb") else n + ".ipynb") for n in args.names] or tree.sources()
             missing = [str(p) for p in paths if not p.is_file()]
@@ -67,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except nbs.EditedError as e:
         print(f"build refused: {e}", file=sys.stderr)
         return 1
-    except FileNotFoundError as e:
+    except (FileNotFoundError, FileExistsError) as e:
         print(e, file=sys.stderr)
         return 2
     return 0

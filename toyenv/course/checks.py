@@ -1,6 +1,7 @@
 """Exercise checkers: each compares a learner's function with toyenv's reference.
 
-A checker returns a `Verdict`; `check(name, fn)` runs it and prints one line (`run_check` returns it):
+A checker returns a `Verdict`; `check(name, fn)` runs it and shows one line (`run_check` returns it), printed for a
+PASS and raised as `CheckFailed` for a FAIL or TODO:
 
     PASS token_logprobs: matches the reference on 3 random batches.
     FAIL token_logprobs: expected shape (4, 9), got (4, 10): drop the last position's logits ...
@@ -53,12 +54,29 @@ def run_check(name: str, fn: Callable) -> Verdict:
         return Verdict("FAIL", f"your function raised {type(e).__name__}: {e} (line {frame.lineno}: {frame.line!r}).")
 
 
+class CheckFailed(AssertionError):
+    """A check cell's FAIL or TODO verdict, raised so that the cell counts as failed wherever cells are graded by
+    whether they raise (nbgrader's autograded test cells). Jupyter shows only the verdict line, not a traceback, and
+    the learner notebooks tag check cells `raises-exception`, so "Run All" goes on past a failing check."""
+
+    def __init__(self, line: str):
+        super().__init__(line)
+        self.line = line
+
+    def _render_traceback_(self) -> list[str]:  # IPython displays these lines instead of a traceback
+        return [self.line]
+
+
 def check(name: str, fn: Callable) -> None:
-    """Print the one-line verdict of checker `name` on the learner's `fn` (the notebooks' check cells).
+    """The verdict of checker `name` on the learner's `fn` (the notebooks' check cells): a PASS line is printed; a
+    FAIL or TODO verdict is raised as `CheckFailed`, whose message is the verdict line.
 
     Returns None so that a check cell shows only the verdict line; use `run_check` for the Verdict object.
     """
-    print(run_check(name, fn).line(name))
+    verdict = run_check(name, fn)
+    if verdict.status != "PASS":
+        raise CheckFailed(verdict.line(name))
+    print(verdict.line(name))
 
 
 def fail(msg: str) -> Verdict:

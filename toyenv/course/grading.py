@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import re
 import secrets
 import subprocess
 import time
@@ -35,9 +34,8 @@ from pathlib import Path
 
 import nbformat
 
-from .notebooks import METADATA_KEY, ROOT
+from .notebooks import CHECK_CALL, METADATA_KEY, ROOT
 
-CHECK_CALL = re.compile(r"""\bcheck\(\s*["']([\w.-]+)["']""")
 STATUS_WORDS = {"PASS": "pass", "FAIL": "fail", "TODO": "not attempted", "MISSING": "missing", "NOT RUN": "not run"}
 
 

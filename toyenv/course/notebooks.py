@@ -16,6 +16,14 @@ becomes
 
 and the cell is tagged `raises-exception`, so nbval (and "Run All") go on past
 it. Learner notebooks carry no outputs.
+
+Every generated notebook is also an nbgrader assignment (`nbgrader_notebook`): a
+cell with a solution region is an nbgrader solution cell; a check cell (one that
+calls `check("name", ...)`) is an autograded, locked test cell worth one point per
+exercise, which imports `check` itself and is tagged `raises-exception` (a FAIL or
+TODO verdict raises, which is how nbgrader counts a failed test); every markdown
+cell is read-only. `python -m toyenv.course nbgrader` writes the course's source
+folder for nbgrader from solutions/ with the same metadata.
 """
 from __future__ import annotations
 
@@ -35,6 +43,12 @@ CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 MARKDOWN_STUB = ("YOUR ANSWER HERE",)
 STUB_TAG = "raises-exception"
 CHECK_OUTPUT_MARK = "# NBVAL_CHECK_OUTPUT"
+# A check cell is a code cell that calls check("name", ...); the names are its exercises.
+CHECK_CALL = re.compile(r"""\bcheck\(\s*["']([\w.-]+)["']""")
+# The line a check cell gets in the generated notebooks (after nbval's marker): the graded cell imports the course's
+# checker itself, so that a `check` the learner defined elsewhere is not the one nbgrader's test runs.
+CHECK_IMPORT = "from toyenv.course import check"
+NBGRADER_SCHEMA = 3  # nbgrader's cell-metadata schema version (nbgrader 0.9)
 ROOT = Path(__file__).resolve().parents[2]
 # notebooks/.generated.json: the sha256 of each notebook as `build` last wrote it. A file in notebooks/ whose hash
 # is not the recorded one was edited after it was generated (by a learner, most likely), and `build` will not
@@ -84,23 +98,66 @@ def stub_source(source: str, stub: tuple[str, ...] = CODE_STUB, where: str = "ce
     return "\n".join(out), found
 
 
-def learner_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
-    """The learner's version of a solution notebook: stubs instead of solutions, no outputs."""
+def _tag(cell: nbformat.NotebookNode, tag: str) -> None:
+    tags = cell.metadata.setdefault("tags", [])
+    if tag not in tags:
+        tags.append(tag)
+
+
+def _nbgrader(cell: nbformat.NotebookNode, grade_id: str, *, solution: bool, grade: bool, locked: bool,
+              points: int | None = None) -> None:
+    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": NBGRADER_SCHEMA,
+            "solution": solution}
+    if points is not None:
+        meta["points"] = points
+    cell.metadata["nbgrader"] = meta
+
+
+def nbgrader_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """A solution notebook with the course's cell metadata, solutions still in place (nbgrader's source version):
+
+    - a code cell with a solution region: an nbgrader solution cell, tagged `raises-exception` (its stub raises
+      NotImplementedError, and "Run All" should go on);
+    - a check cell: an autograded, locked test cell, one point per exercise it checks, `grade_id` "check-NAME";
+      it imports `check` itself and is tagged `raises-exception` (FAIL and TODO raise);
+    - a markdown cell: read-only (a markdown solution region makes it a manually graded answer instead);
+    - the notebook's metadata names the course notebook (for `grade`); outputs and run state are dropped."""
     nb = copy.deepcopy(nb)
     for i, cell in enumerate(nb.cells):
         where = f"{name}, cell {i}"
         cell.metadata.pop("execution", None)
+        cell_id = cell.get("id", str(i))
         if cell.cell_type == "code":
-            cell.source, found = stub_source(cell.source, CODE_STUB, where)
             cell.outputs, cell.execution_count = [], None
-            if found:
-                tags = cell.metadata.setdefault("tags", [])
-                if STUB_TAG not in tags:
-                    tags.append(STUB_TAG)
+            names = CHECK_CALL.findall(cell.source)
+            if stub_source(cell.source, CODE_STUB, where)[1]:
+                _tag(cell, STUB_TAG)
+                _nbgrader(cell, f"answer-{cell_id}", solution=True, grade=False, locked=False)
+            elif names:
+                lines = cell.source.split("\n")
+                at = 1 if lines[0].strip() == CHECK_OUTPUT_MARK else 0
+                cell.source = "\n".join(lines[:at] + [CHECK_IMPORT] + lines[at:])
+                _tag(cell, STUB_TAG)
+                _nbgrader(cell, "check-" + "-".join(names), solution=False, grade=True, locked=True,
+                          points=len(names))
         elif cell.cell_type == "markdown":
-            cell.source, _ = stub_source(cell.source, MARKDOWN_STUB, where)
+            if stub_source(cell.source, MARKDOWN_STUB, where)[1]:
+                _nbgrader(cell, f"answer-{cell_id}", solution=True, grade=True, locked=False, points=1)
+            else:
+                _nbgrader(cell, f"text-{cell_id}", solution=False, grade=False, locked=True)
     nb.metadata.pop("widgets", None)  # widget state belongs to a run, not to the source
     nb.metadata[METADATA_KEY] = {"source": name}
+    return nb
+
+
+def learner_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """The learner's version of a solution notebook: `nbgrader_notebook`'s, with stubs instead of solutions (what
+    nbgrader's generate_assignment would write)."""
+    nb = nbgrader_notebook(nb, name)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type in ("code", "markdown"):
+            stub = CODE_STUB if cell.cell_type == "code" else MARKDOWN_STUB
+            cell.source, _ = stub_source(cell.source, stub, f"{name}, cell {i}")
     return nb
 
 
@@ -192,6 +249,43 @@ def build(tree: Tree | None = None, force: bool = False) -> list[str]:
         tree.manifest.write_text(record, encoding="utf-8")
         changed.append(f"wrote notebooks/{MANIFEST}")
     return changed
+
+
+NBGRADER_CONFIG = ROOT / "nbgrader_config.py"
+
+
+def export_nbgrader(dest: Path, names: list[str] | None = None, tree: Tree | None = None,
+                    force: bool = False) -> list[str]:
+    """Write an nbgrader course folder: dest/nbgrader_config.py and, for each solution notebook (or those `names`),
+    dest/source/<stem>/<name>.ipynb as `nbgrader_notebook` makes it (one nbgrader assignment per notebook, named by
+    its stem).
+
+    A file there that differs from what would be written (a teacher's edit, or an older export) is not overwritten
+    unless `force`, and then it is first copied to dest/backups/; without `force` nothing is written if anything
+    would be lost. Returns what it did, a line per file."""
+    tree = tree or Tree()
+    dest = Path(dest)
+    sources = tree.sources()
+    if names:
+        wanted = {n if n.endswith(".ipynb") else n + ".ipynb" for n in names}
+        unknown = sorted(wanted - {p.name for p in sources})
+        if unknown:
+            raise FileNotFoundError(f"no such solution notebook(s) in {tree.solutions}: {', '.join(unknown)}")
+        sources = [p for p in sources if p.name in wanted]
+    files = {dest / "nbgrader_config.py": NBGRADER_CONFIG.read_text(encoding="utf-8")}
+    for p in sources:
+        files[dest / "source" / p.stem / p.name] = to_text(nbgrader_notebook(nbformat.read(p, as_version=4), p.name))
+    clash = [str(f) for f, text in files.items() if f.exists() and f.read_text(encoding="utf-8") != text]
+    if clash and not force:
+        raise FileExistsError(f"{', '.join(clash)} differ from what the export would write (edited by hand, or "
+                              "from an older course version); rerun with --force to overwrite them")
+    written = [f"kept a copy of {f} in {backup(Path(f), dest / 'backups')}" for f in clash]
+    for f, text in files.items():
+        if not f.exists() or f.read_text(encoding="utf-8") != text:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(text, encoding="utf-8")
+            written.append(str(f))
+    return written
 
 
 def check(tree: Tree | None = None) -> list[str]:
