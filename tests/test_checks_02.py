@@ -59,3 +59,30 @@ def test_bug_hunt_answers_are_what_the_snippets_compute():
     with pytest.warns(UserWarning):
         torch.testing.assert_close(F.kl_div(lq, lp, log_target=True), reverse / (5 * 7))
     torch.testing.assert_close(F.kl_div(lq, lp, log_target=True, reduction="batchmean"), reverse)
+
+
+def _placements(k1_reward=None, k2_loss=None, k3_ratio=None):
+    right = {
+        "k1 in the reward": lambda lp, lq, old: (lp - lq).detach() * lp,
+        "k2 as a loss": lambda lp, lq, old: 0.5 * (lp - lq) ** 2,
+        "k3 × π/π_old as a loss": lambda lp, lq, old: torch.exp(lp - old) * k3(lp, lq),
+    }
+    for key, f in zip(right, (k1_reward, k2_loss, k3_ratio)):
+        if f is not None:
+            right[key] = f
+    return lambda lp, lq, old: {k: f(lp, lq, old) for k, f in right.items()}
+
+
+@pytest.mark.parametrize("fn, status, words", [
+    (_placements(), "PASS", "exactly ∇KL(π ‖ π_ref)"),
+    (_placements(k1_reward=lambda lp, lq, old: lp - lq), "FAIL", "k1 in the reward: its expected gradient is zero"),
+    (_placements(k3_ratio=lambda lp, lq, old: k3(lp, lq)), "FAIL", "without the importance ratio"),
+    (_placements(k2_loss=lambda lp, lq, old: -0.5 * (lp - lq) ** 2), "FAIL", "k2 as a loss: it points the wrong way"),
+    (_placements(k3_ratio=lambda lp, lq, old: k3(lq, lp)), "FAIL", "ratio in k3 is flipped (r = π/π_ref"),
+    (_placements(k1_reward=lambda lp, lq, old: k3(lp, lq).detach() * lp), "FAIL", "neither KL's"),
+    (_placements(k2_loss=lambda lp, lq, old: (lp - lq).sum()), "FAIL", "one value per action"),
+    (lambda lp, lq, old: {"k2 as a loss": lp}, "FAIL", "expected a dict with the keys"),
+])
+def test_placements_checker(fn, status, words):
+    v = run_check("kl_placements", fn)
+    assert v.status == status and words in v.message, v.message

@@ -87,3 +87,47 @@ def _check_bug_hunt(answers) -> Verdict:
         return fail(f"{len(wrong)} of {len(KL_BUG_HUNT_ANSWERS)} wrong: snippet(s) {', '.join(wrong)}. "
                      "Run them in the next cells and look at what F.kl_div expects for input and target.")
     return Verdict("PASS", "all five snippets identified.")
+
+
+# The three placements whose expected gradient is exactly ∇KL(π ‖ π_ref) (toyenv.kl_gradients.PLACEMENTS).
+REVERSE_KL_PLACEMENTS = ("k1 in the reward", "k2 as a loss", "k3 × π/π_old as a loss")
+
+
+@register("kl_placements")
+def _check_placements(fn) -> Verdict:
+    """fn(logp, logq, logp_old) -> {placement: per-action surrogate} for REVERSE_KL_PLACEMENTS; each surrogate's
+    exact expected gradient (toyenv.kl_gradients.surrogate_gradient, logp_old = logp.detach()) must be
+    ∇KL(π ‖ π_ref), on three random 5-way policies."""
+    from toyenv.kl_gradients import closed_form, surrogate_gradient
+
+    gen = torch.Generator().manual_seed(4)
+    examples = [(torch.randn(5, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64))
+                for _ in range(3)]
+    diagnoses = {  # what a wrong surrogate's gradient equals instead, and why
+        "zero": "its expected gradient is zero: autograd differentiated the estimate itself, and E[∇ log π] = 0 "
+                "(in the reward the estimate is a number: detach it and multiply by log π)",
+        "forward_kl": "it follows the forward KL(π_ref ‖ π): k3 as a loss without the importance ratio π/π_old",
+        "minus_reverse_kl": "it points the wrong way, −∇KL(π ‖ π_ref): a sign is flipped",
+        "half_chi2": "it follows ½χ²(π ‖ π_ref): the ratio in k3 is flipped (r = π/π_ref instead of π_ref/π)",
+    }
+    for key in REVERSE_KL_PLACEMENTS:
+        for theta, phi in examples:
+            def per_sample(logp, logq):
+                out = fn(logp, logq, logp.detach())
+                if not isinstance(out, dict) or key not in out:
+                    raise KeyError(f"expected a dict with the keys {list(REVERSE_KL_PLACEMENTS)}")
+                return out[key]
+            try:
+                g = surrogate_gradient(per_sample, theta, phi)
+            except KeyError as e:
+                return fail(str(e.args[0]) + ".")
+            except ValueError as e:
+                return fail(f"{key}: {e}.")
+            if (g - closed_form("reverse_kl", theta, phi)).abs().max() < 1e-10:
+                continue
+            for name, why in diagnoses.items():
+                if (g - closed_form(name, theta, phi)).abs().max() < 1e-10:
+                    return fail(f"{key}: {why}.")
+            return fail(f"{key}: its expected gradient is neither KL's (a biased placement, or a different "
+                        "surrogate): the target is ∇KL(π ‖ π_ref).")
+    return Verdict("PASS", "all three give exactly ∇KL(π ‖ π_ref) (to 1e-10, on three random 5-way policies).")

@@ -1,0 +1,185 @@
+"""toyenv.kl_gradients: each placement's exact expected gradient against closed forms checked by finite differences,
+and against a Monte-Carlo average of per-sample gradients."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toyenv.kl import ESTIMATORS
+from toyenv.kl_gradients import (PLACEMENTS, Placement, all_sequences, atlas, closed_form, cosine, expected_gradient,
+                                 forward_kl_gradient, half_chi2_gradient, num_prefixes, reverse_kl_gradient,
+                                 sequence_kl_gradients, tabular_logprobs)
+
+
+def _pq(theta, phi):
+    return torch.softmax(theta, -1), torch.softmax(phi, -1)
+
+
+# The divergences written out in the test (no toyenv code), differentiated numerically.
+def reverse_kl(theta, phi):
+    p, q = _pq(theta, phi)
+    return float((p * (p / q).log()).sum())
+
+
+def forward_kl(theta, phi):
+    p, q = _pq(theta, phi)
+    return float((q * (q / p).log()).sum())
+
+
+def half_chi2(theta, phi):
+    p, q = _pq(theta, phi)
+    return 0.5 * float(((p - q) ** 2 / q).sum())
+
+
+def numeric_gradient(f, theta, phi, h=1e-6):
+    g = torch.zeros_like(theta)
+    for j in range(len(theta)):
+        e = torch.zeros_like(theta)
+        e[j] = h
+        g[j] = (f(theta + e, phi) - f(theta - e, phi)) / (2 * h)
+    return g
+
+
+def example(seed, k=6, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(k, generator=gen, dtype=torch.float64),
+            scale * torch.randn(k, generator=gen, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_closed_forms_are_the_gradients_of_the_divergences(seed):
+    theta, phi = example(seed)
+    for f, closed in ((reverse_kl, reverse_kl_gradient), (forward_kl, forward_kl_gradient),
+                      (half_chi2, half_chi2_gradient)):
+        assert torch.allclose(closed(theta, phi), numeric_gradient(f, theta, phi), atol=1e-8), f.__name__
+
+
+logits = st.lists(st.floats(-4, 4), min_size=2, max_size=7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_every_exact_placement_equals_its_closed_form_to_1e_10(data):
+    theta = torch.tensor(data.draw(logits), dtype=torch.float64)
+    phi = torch.tensor(data.draw(st.lists(st.floats(-4, 4), min_size=len(theta), max_size=len(theta))),
+                       dtype=torch.float64)
+    for p in PLACEMENTS:
+        if p.equals is not None:
+            err = (expected_gradient(p, theta, phi) - closed_form(p.equals, theta, phi)).abs().max()
+            assert err < 1e-10, (p.name, float(err))
+
+
+def test_the_table_on_one_example():
+    """Which divergence each placement descends, read off the cosines on a policy far from its reference."""
+    theta, phi = example(0)
+    rows = {r["placement"]: r for r in atlas(theta, phi)}
+    by_hand = {  # the closed form each should (or should not) follow
+        "k1 in the reward": "reverse", "k2 as a loss": "reverse", "k3 × π/π_old as a loss": "reverse",
+        "k3 as a loss": "forward", "k1 in the reward, sign flipped": "minus_reverse",
+    }
+    for name, what in by_hand.items():
+        r = rows[name]
+        if what == "reverse":
+            assert r["cos_reverse"] == pytest.approx(1.0, abs=1e-12), name
+        elif what == "forward":
+            assert r["cos_forward"] == pytest.approx(1.0, abs=1e-12) and r["cos_reverse"] < 0.999, name
+        else:
+            assert r["cos_reverse"] == pytest.approx(-1.0, abs=1e-12), name
+    assert math.isnan(rows["k1 as a loss"]["cos_reverse"])  # a zero gradient has no direction
+    assert rows["k3, ratio flipped, as a loss"]["cos_reverse"] < 0.999
+    for name in ("k2 in the reward", "k3 in the reward"):  # biased: neither KL's gradient
+        assert rows[name]["error"] is None
+        assert rows[name]["cos_reverse"] < 0.99 and rows[name]["cos_forward"] < 0.99, name
+
+
+def test_expected_gradient_is_the_average_of_per_sample_gradients():
+    """The expectation as a Monte-Carlo average over 20,000 samples of the per-sample gradients, each taken with
+    autograd as a trainer would (the sample fixed), within 5 standard errors of the exact sum."""
+    theta, phi = example(1, k=4)
+    gen = torch.Generator().manual_seed(0)
+    ys = torch.multinomial(torch.softmax(theta, -1), 20_000, replacement=True, generator=gen)
+    logq = torch.log_softmax(phi, -1)
+    for placement in PLACEMENTS:
+        t = theta.clone().requires_grad_(True)
+        logp = torch.log_softmax(t, -1)
+        a, b = (logq, logp) if placement.flipped_ratio else (logp, logq)
+        k = ESTIMATORS[placement.kl_estimator](a[ys], b[ys])
+        per = k.detach() * logp[ys] if placement.where == "reward" else k
+        if placement.importance_weight:
+            per = per * torch.exp(logp[ys] - logp[ys].detach())
+        grads = torch.stack([torch.autograd.grad(placement.sign * per[i], t, retain_graph=True)[0]
+                             for i in range(0, 20_000, 10)])  # every 10th sample: 2,000 gradients
+        mean, se = grads.mean(0), grads.std(0) / math.sqrt(len(grads))
+        exact = expected_gradient(placement, theta, phi)
+        assert ((mean - exact).abs() <= 5 * se + 1e-12).all(), placement.name
+
+
+def test_cosine_and_bad_input():
+    assert cosine(torch.tensor([1.0, 0.0]), torch.tensor([2.0, 0.0])) == 1.0
+    assert math.isnan(cosine(torch.zeros(2), torch.tensor([1.0, 0.0])))
+    with pytest.raises(ValueError, match="where"):
+        Placement("x", "k1", "advantage", None)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        Placement("x", "k4", "loss", None)
+    with pytest.raises(ValueError, match="differ in shape"):
+        expected_gradient(PLACEMENTS[0], torch.zeros(3), torch.zeros(4))
+    with pytest.raises(ValueError, match="finite"):
+        expected_gradient(PLACEMENTS[0], torch.tensor([0.0, float("nan")]), torch.zeros(2))
+    with pytest.raises(ValueError, match="closed form"):
+        closed_form("reverse", torch.zeros(2), torch.zeros(2))
+
+
+# --------------------------------------------------------------------------- sequences (Tang & Munos)
+def test_all_sequences_and_prefix_rows_by_hand():
+    assert all_sequences(2, 2).tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert num_prefixes(3, 3) == 1 + 3 + 9
+    # a table whose row r puts all its mass (nearly) on token r % 2: row 0 is the empty prefix, rows 1-2 the
+    # prefixes (0,) and (1,)
+    table = torch.tensor([[50.0, 0.0], [0.0, 50.0], [50.0, 0.0]], dtype=torch.float64)
+    lp = tabular_logprobs(table, torch.tensor([[0, 1], [1, 0], [0, 0]]))
+    assert lp[0].tolist() == pytest.approx([0, 0], abs=1e-12)         # 0 after (), then 1 after (0,)
+    assert lp[1, 0] == pytest.approx(-50, abs=1e-9) and lp[1, 1] == pytest.approx(0, abs=1e-12)  # 0 after (1,)
+    assert lp[2, 1] == pytest.approx(-50, abs=1e-9)
+    with pytest.raises(ValueError, match="num_prefixes"):
+        tabular_logprobs(table[:2], torch.tensor([[0, 1]]))
+    with pytest.raises(ValueError, match="too many"):
+        all_sequences(10, 6)
+
+
+def _sequence_kl_by_loops(table, ref, vocab, length):
+    """KL(π ‖ π_ref) over sequences, written as the product rule over tokens (no toyenv code)."""
+    total = 0.0
+    for code in range(vocab ** length):
+        y = [(code // vocab ** (length - 1 - t)) % vocab for t in range(length)]
+        logp = logq = 0.0
+        for t in range(length):
+            row = sum(vocab ** s for s in range(t)) + sum(y[s] * vocab ** (t - 1 - s) for s in range(t))
+            logp += float(torch.log_softmax(table[row], -1)[y[t]])
+            logq += float(torch.log_softmax(ref[row], -1)[y[t]])
+        total += math.exp(logp) * (logp - logq)
+    return total
+
+
+def test_the_returns_give_the_sequence_kl_gradient_and_per_token_only_part_of_it():
+    vocab, length = 2, 3
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(num_prefixes(vocab, length), vocab, generator=gen, dtype=torch.float64)
+    ref = torch.randn(num_prefixes(vocab, length), vocab, generator=gen, dtype=torch.float64)
+    numeric = torch.zeros_like(table)
+    for i in range(table.shape[0]):
+        for j in range(vocab):
+            e = torch.zeros_like(table)
+            e[i, j] = 1e-6
+            numeric[i, j] = (_sequence_kl_by_loops(table + e, ref, vocab, length)
+                             - _sequence_kl_by_loops(table - e, ref, vocab, length)) / 2e-6
+    g = sequence_kl_gradients(table, ref, length)
+    assert torch.allclose(g["exact"], numeric, atol=1e-8)
+    for name in ("returns", "sequence reward"):
+        assert (g[name] - g["exact"]).abs().max() < 1e-10, name
+    partial = g["per token"]
+    assert (partial - g["exact"]).norm() > 0.02 * g["exact"].norm()  # 3.4% here
+    # the last token's rows have no future: there the per-token gradient is already the whole one
+    last = slice(num_prefixes(vocab, length - 1), None)
+    assert torch.allclose(partial[last], g["exact"][last], atol=1e-12)
