@@ -46,11 +46,11 @@ def _weights_verdict(rebuilt: Path, shipped: Path) -> tuple[bool, str]:
     sa, sb = a.get("state_dict", a.get("model")), b.get("state_dict", b.get("model"))
     if not isinstance(sa, dict) or not isinstance(sb, dict) or sa.keys() != sb.keys():
         return False, f"{shipped.name}: the stored tensors have different names"
-    differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    differ = {k: float((sa[k].float() - sb[k].float()).abs().max()) for k in sa if not torch.equal(sa[k], sb[k])}
     if differ:
-        worst = max(differ, key=lambda k: float((sa[k].float() - sb[k].float()).abs().max()))
+        worst = max(differ, key=differ.get)
         return False, (f"{shipped.name}: {len(differ)}/{len(sa)} tensors differ, the largest difference "
-                       f"{float((sa[worst].float() - sb[worst].float()).abs().max()):.2g} in {worst}")
+                       f"{differ[worst]:.2g} in {worst}")
     return True, f"{shipped.name}: identical ({len(sa)} tensors, every weight equal)"
 
 
