@@ -1,6 +1,7 @@
 """Notebook 09's checkers pass the reference and name each diagnosed mistake."""
 import numpy as np
 import pytest
+import torch
 
 from toyenv.course import run_check
 
@@ -50,3 +51,31 @@ def test_r_squared_checker_agrees_with_toyenv():
     from toyenv.experiments.razor import r_squared
 
     assert run_check("r_squared", r_squared).status == "PASS"
+
+
+def _good_oracle(p0, correct):
+    q = p0 * correct
+    q = q / q.sum(-1, keepdim=True)
+    q_base = torch.where(q > 0, q * (q / p0).log(), torch.zeros_like(q)).sum(-1)
+    base_q = torch.where(p0 > 0, p0 * (p0 / q).log(), torch.zeros_like(p0)).sum(-1)
+    return q_base, base_q
+
+
+def _nan_oracle(p0, correct):
+    q = p0 * correct / (p0 * correct).sum(-1, keepdim=True)
+    return (q * (q / p0).log()).sum(-1), (p0 * (p0 / q).log()).sum(-1)
+
+
+@pytest.mark.parametrize("fn, status, words", [
+    (_good_oracle, "PASS", "finite"),
+    (lambda p, c: _good_oracle(p, c)[::-1], "FAIL", "swapped"),
+    (_nan_oracle, "FAIL", "0 · log 0"),
+    (lambda p, c: (-_good_oracle(p, c)[0], _good_oracle(p, c)[1]), "FAIL", "sign"),
+    (lambda p, c: ((p * c * ((p * c) / p).log()).nan_to_num().sum(-1), _good_oracle(p, c)[1]), "FAIL", "renormalize"),
+    (lambda p, c: (_good_oracle(p, c)[0], _good_oracle(p, c)[1].nan_to_num(posinf=30.0)), "FAIL", "+inf"),
+    (lambda p, c: _good_oracle(p, c)[0], "FAIL", "two tensors"),
+    (lambda p, c: (_good_oracle(p, c)[0].sum(), _good_oracle(p, c)[1]), "FAIL", "shape (3,)"),
+])
+def test_oracle_kl_checker(fn, status, words):
+    v = run_check("oracle_kl", fn)
+    assert v.status == status and words in v.message, v.message

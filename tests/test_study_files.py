@@ -16,6 +16,7 @@ from toyenv.experiments import policy_gradients as PG
 from toyenv.experiments import preference as P
 from toyenv.experiments import ptx
 from toyenv.experiments import razor as R
+from toyenv.experiments import razor_classifier as RC
 from toyenv.experiments import sft_vs_rl as S
 from toyenv.trainers.dpo import PreferenceConfig
 from toyenv.trainers.reward_model import RewardConfig
@@ -121,7 +122,13 @@ def test_sft_vs_rl(monkeypatch):
     assert_same_fields(S.study(seeds=(0,), cfg=cfg, progress=False), S.PATH)
 
 
-@pytest.mark.parametrize("path", [K.PATH, PG.PATH, ptx.PATH, P.PATH, R.PATH, S.PATH])
+def test_razor_classifier():
+    runs = [r for r in RC.RUNS if r.name in ("SFT oracle, lr 0.0003, 1 ep", "RL lr 0.001, 100 steps")]
+    assert len(runs) == 2
+    assert_same_fields(RC.study(runs, progress=False), RC.PATH)
+
+
+@pytest.mark.parametrize("path", [K.PATH, PG.PATH, ptx.PATH, P.PATH, R.PATH, RC.PATH, S.PATH])
 def test_every_study_says_where_it_was_built(path):
     study = json.loads(path.read_text())
     assert "threads" in study["machine"] and "torch" in study["machine"]

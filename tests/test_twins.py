@@ -55,6 +55,9 @@ def test_tuples_equal_lists_nan_equals_nan_and_wall_times_are_ignored():
     assert compare({"e": (0, {"x": 1.0})}, {"e": [0, {"x": 1.0}]}).identical
     assert compare([math.nan], [math.nan]).ok
     assert not compare([math.nan], [1.0]).ok
+    # equal infinities are equal (the oracle's infinite KL); opposite ones, or one against a number, are not
+    assert compare([math.inf, -math.inf], [math.inf, -math.inf], rtol=0, atol=0).identical
+    assert not compare([math.inf], [-math.inf]).ok and not compare([math.inf], [1e300]).ok
     assert compare({"x": 1.0, "seconds": 12.0}, {"x": 1.0, "seconds": 30.5}).identical
     assert compare(True, True).identical and not compare("1", 1).ok
 

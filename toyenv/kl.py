@@ -116,6 +116,25 @@ def sequence_kl(
     return reduce_kl(per_token_kl(logp, logq, mask, kl_estimator), mask, reduction)
 
 
+def _completions_scored(p_model, q_model, prompts, tokenizer, max_new_tokens: int, seed: int, batch_size: int,
+                        what: str):
+    """For each batch of `prompts`: completions sampled from `p_model` (temperature 1, seeded) and scored by both
+    models, yielded as (generated mask, p's (picked, logdist), q's (picked, logdist)) from `next_token_logprobs`."""
+    from .model import next_token_logprobs
+
+    if not prompts:
+        raise ValueError(f"{what} needs at least one prompt")
+    gen = torch.Generator(device=p_model.device).manual_seed(seed)
+    with eval_mode(p_model, q_model):
+        for start in range(0, len(prompts), batch_size):
+            ids = [tokenizer.encode(p, bos=True) for p in prompts[start:start + batch_size]]
+            tokens, gen_mask = p_model.generate(ids, max_new_tokens, generator=gen)
+            attention = tokens != tokenizer.pad_id
+            attention |= gen_mask  # a generated PAD id would still be a real position
+            yield (gen_mask, next_token_logprobs(p_model, tokens, attention),
+                   next_token_logprobs(q_model.to(tokens.device), tokens, attention))
+
+
 @torch.no_grad()
 def completion_kl(
     p_model: torch.nn.Module,
@@ -134,22 +153,36 @@ def completion_kl(
     summing k1 on the sampled tokens. RL's Razor measures forgetting against
     KL(π0 ‖ π) on the new task: `completion_kl(base, finetuned, new_task_prompts, ...)`.
     """
-    from .model import next_token_logprobs
-
-    if not prompts:
-        raise ValueError("completion_kl needs at least one prompt")
-    gen = torch.Generator(device=p_model.device).manual_seed(seed)
     out = []
-    with eval_mode(p_model, q_model):
-        for start in range(0, len(prompts), batch_size):
-            ids = [tokenizer.encode(p, bos=True) for p in prompts[start:start + batch_size]]
-            tokens, gen_mask = p_model.generate(ids, max_new_tokens, generator=gen)
-            attention = tokens != tokenizer.pad_id
-            attention |= gen_mask  # a generated PAD id would still be a real position
-            _, logp = next_token_logprobs(p_model, tokens, attention)
-            _, logq = next_token_logprobs(q_model.to(tokens.device), tokens, attention)
-            per_position = exact_categorical(logp, logq)  # (B, T-1): position t predicts token t+1
-            out.append((per_position * gen_mask[:, 1:].to(per_position.dtype)).sum(-1))
+    for gen_mask, (_, logp), (_, logq) in _completions_scored(p_model, q_model, prompts, tokenizer, max_new_tokens,
+                                                              seed, batch_size, "completion_kl"):
+        per_position = exact_categorical(logp, logq)  # (B, T-1): position t predicts token t+1
+        out.append((per_position * gen_mask[:, 1:].to(per_position.dtype)).sum(-1))
+    return torch.cat(out).cpu()
+
+
+@torch.no_grad()
+def completion_tv(
+    p_model: torch.nn.Module,
+    q_model: torch.nn.Module,
+    prompts: list[str],
+    tokenizer,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Total variation between two models' completion distributions, one estimate per prompt, (len(prompts),).
+
+    TV(P, Q) = Σ_y (P(y) − Q(y))₊ = E_{y~P}[(1 − Q(y)/P(y))₊]: one completion y per prompt is sampled from `p_model`
+    (temperature 1, seeded as in `completion_kl`, so the same completions), and each estimate lies in [0, 1]. Not a
+    KL, but the other divergence RL's Razor compares with it; unlike the KL it cannot be summed per position.
+    """
+    out = []
+    for gen_mask, (picked_p, _), (picked_q, _) in _completions_scored(p_model, q_model, prompts, tokenizer,
+                                                                      max_new_tokens, seed, batch_size, "completion_tv"):
+        where = gen_mask[:, 1:].to(torch.float32)
+        logp, logq = (picked_p * where).sum(-1), (picked_q * where).sum(-1)
+        out.append((1 - torch.exp(logq - logp)).clamp(min=0))
     return torch.cat(out).cpu()
 
 

@@ -154,20 +154,27 @@ class GPT(nn.Module):
         `attention_mask` (B, T), True for real tokens, is needed only when rows hold padding; positions
         then count real tokens only, so a left-padded prompt gets the same positions as an unpadded one.
         """
+        return self.lm_head(self.features(idx, attention_mask))
+
+    def features(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The last hidden states (B, T, n_embd), after ln_f: what the LM head reads (`forward` = lm_head of these)."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence of length {T} exceeds block_size {self.config.block_size}")
         if attention_mask is None:
             pos = torch.arange(T, device=idx.device).unsqueeze(0)
-            return self._forward(idx, pos)
+            return self._features(idx, pos)
         attention_mask = attention_mask.to(dtype=torch.bool, device=idx.device)
         if attention_mask.shape != idx.shape:
             raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != idx shape {tuple(idx.shape)}")
         pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        return self._forward(idx, pos, padded_causal_mask(attention_mask))
+        return self._features(idx, pos, padded_causal_mask(attention_mask))
+
+    def _features(self, idx, pos, attn_mask=None, caches=None, cache_pos=0):
+        return self.transformer.ln_f(trunk(self.transformer, idx, pos, attn_mask, caches, cache_pos))
 
     def _forward(self, idx, pos, attn_mask=None, caches=None, cache_pos=0):
-        return self.lm_head(self.transformer.ln_f(trunk(self.transformer, idx, pos, attn_mask, caches, cache_pos)))
+        return self.lm_head(self._features(idx, pos, attn_mask, caches, cache_pos))
 
     # ----------------------------------------------------------------- sampling
     @torch.no_grad()

@@ -132,3 +132,30 @@ def plot_retaining(histories: dict, level: float = 0.9, axes=None):
     ax2.legend(fontsize=8, loc="lower left")
     ax2.grid(alpha=0.3)
     return axes
+
+
+def forgetting_panel(ax, runs: list[dict], key: str, xlabel: str, log_x: bool = True,
+                     highlight=lambda r: True, forgot: str = "forgetting"):
+    """One predictor of forgetting: each run of a razor study as a point (SFT squares, RL circles; hollow where
+    `highlight` is False, e.g. runs that did not reach the common new-task score), the least-squares line, and the
+    straight-line R² and Spearman ρ in the title (over every run drawn)."""
+    from .stats import r_squared, spearman
+
+    x, y = np.array([r[key] for r in runs]), np.array([r[forgot] for r in runs])
+    for method, marker, color in (("sft", "s", "C0"), ("rl", "o", "C1")):
+        for on, fill in ((True, color), (False, "none")):
+            pick = [i for i, r in enumerate(runs) if r["method"] == method and bool(highlight(r)) == on]
+            if pick:
+                ax.scatter(x[pick], y[pick], marker=marker, s=30, facecolors=fill, edgecolors=color,
+                           label=method.upper() + ("" if on else ", below the common new-task score"))
+    grid = np.geomspace(x.min(), x.max(), 100) if log_x else np.linspace(x.min(), x.max(), 100)
+    a, b = np.polyfit(x, y, 1)
+    ax.plot(grid, a * grid + b, "k--", lw=0.8, label="least-squares line")
+    if log_x:
+        ax.set_xscale("log")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel(xlabel + (", log scale" if log_x else ""))
+    ax.set_ylabel("forgetting (drop in old-task accuracy)")
+    ax.set_title(f"R² {r_squared(x, y):.2f}, Spearman ρ {spearman(x, y):.2f}", fontsize=10)
+    ax.legend(fontsize=7)
+    return ax

@@ -78,3 +78,50 @@ def _check_r_squared(fn) -> Verdict:
     if abs(got - ((y - (a * x + b)) ** 2).sum() / ((y - y.mean()) ** 2).sum()) < 1e-6:
         return fail("this is SS_res / SS_tot, the unexplained fraction; R² is 1 minus it.")
     return fail(f"got {got:.4f}, expected {want:.4f}.")
+
+
+def _oracle_inputs():
+    """Three images: π0 uniform over 10 labels; π0 with 0.8 on the right parity; π0 sure and right (0 elsewhere)."""
+    p0 = torch.stack([torch.full((10,), 0.1), torch.tensor([0.04, 0.16] * 5), torch.zeros(10)]).double()
+    p0[2, 4] = 1.0
+    correct = (torch.arange(10)[None, :] % 2) == torch.tensor([0, 1, 0])[:, None]  # digits even, odd, even
+    return p0, correct
+
+
+@register("oracle_kl")
+def _check_oracle_kl(fn) -> Verdict:
+    """fn(p0 (N, 10) probabilities, correct (N, 10) bool) -> (KL(q ‖ π0), KL(π0 ‖ q)), each (N,), with q = π0
+    restricted to the correct labels and renormalized."""
+    p0, correct = _oracle_inputs()
+    try:
+        out = fn(p0.clone(), correct.clone())
+        q_base, base_q = out
+    except (TypeError, ValueError):
+        return fail("expected two tensors: (KL(q ‖ π0), KL(π0 ‖ q)), one value per image each.")
+    a, bad = as_tensor(q_base, "the first value, KL(q ‖ π0)")
+    if bad:
+        return bad
+    b, bad = as_tensor(base_q, "the second value, KL(π0 ‖ q)")
+    if bad:
+        return bad
+    a, b = a.detach().double().flatten(), b.detach().double().flatten()
+    if a.shape != (3,) or b.shape != (3,):
+        return fail(f"expected one value per image, shape (3,) each, got {tuple(a.shape)} and {tuple(b.shape)}.")
+    want_a = torch.tensor([np.log(2), -np.log(0.8), 0.0], dtype=torch.float64)
+    if torch.isnan(a).any() or torch.isnan(b).any():
+        return fail("NaN: a label with probability 0 contributes 0 · log 0, which is 0 by convention "
+                    "(torch.xlogy, or sum only where the weight is positive).")
+    if torch.isinf(a[:2]).all() and torch.allclose(b[:2], want_a[:2], atol=1e-6):
+        return fail("the two directions are swapped: KL(q ‖ π0), weighted by q, is the finite one.")
+    if not torch.allclose(a, want_a, atol=1e-6):
+        if torch.allclose(a, -want_a, atol=1e-6):
+            return fail("sign: KL(q ‖ π0) = Σ q log(q / π0) = −log π0(correct) ≥ 0.")
+        return fail(f"KL(q ‖ π0) should be −log π0(correct | x): {want_a.tolist()} on the three test images; got "
+                    f"{[round(v, 4) for v in a.tolist()]}. Did you renormalize q over the correct labels?")
+    if not (torch.isinf(b[:2]).all() and (b[:2] > 0).all()):
+        return fail("KL(π0 ‖ q) must be +inf where π0 gives a wrong label any probability and q gives it none: "
+                    f"got {[round(v, 4) for v in b[:2].tolist()]} on the first two images.")
+    if abs(float(b[2])) > 1e-9:
+        return fail(f"on the third image π0 is already correct for sure, so q = π0 and KL(π0 ‖ q) = 0; got "
+                    f"{float(b[2]):.4g}.")
+    return Verdict("PASS", "KL(q ‖ π0) = −log π0(correct), finite; KL(π0 ‖ q) infinite unless π0 never errs.")

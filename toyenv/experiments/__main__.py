@@ -35,6 +35,7 @@ STUDIES = {
     "preference": ("preference_study.json",),
     "ptx": ("ptx_sweep.json",),
     "razor": ("razor.json",),
+    "razor_classifier": ("razor_classifier.json",),
     "sft_vs_rl": ("sft_vs_rl.json",),
 }
 

@@ -37,15 +37,19 @@ import torch
 
 from .. import load_base
 from ..checkpoint import DATA_DIR
+from ..drift import weight_changes
 from ..envs import general_points as gp
 from ..envs import navigation as nav
-from ..kl import completion_kl
-from ..model import GPT, complete
+from ..kl import completion_kl, completion_tv
+from ..model import GPT, complete, next_token_logprobs
+from ..stats import predictor_table as stats_table
+from ..stats import r_squared, spearman
 from ..tasks import general_points_task
 from ..tokenizer import Tokenizer
 from ..trainers import rl, sft
 from ..trainers.rl import RLConfig
 from ..trainers.sft import SFTConfig
+from ..utils import eval_mode
 from . import common
 from .common import machine
 
@@ -138,12 +142,6 @@ def other_annotator_dataset(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return out
 
 
-def weight_change(model: GPT, base: GPT) -> float:
-    """‖θ − θ0‖₂ over all parameters."""
-    with torch.no_grad():
-        return float(torch.sqrt(sum(((p - q) ** 2).sum() for p, q in zip(model.parameters(), base.parameters()))))
-
-
 @torch.no_grad()
 def correct_samples(model: GPT, tokenizer: Tokenizer, n: int, seed: int = 0, per_prompt: int = 8,
                     max_new_tokens: int = 20) -> list[tuple[str, str]]:
@@ -206,48 +204,66 @@ def new_task_kl(base: GPT, model: GPT, tokenizer: Tokenizer, seed: int = 0) -> f
     return float(completion_kl(base, model, new_task_prompts(), tokenizer, max_new_tokens=20, seed=seed).mean())
 
 
-def measure(spec: RazorRun, model: GPT, base: GPT, tokenizer: Tokenizer, base_old: dict, seed: int = 0) -> dict:
-    """One run's numbers; `base_old` is `old_skills(base)`. "forgetting" is the primary old skill's drop."""
+def _base_samples(base: GPT, tokenizer: Tokenizer, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(tokens, generated mask, attention mask) of one completion per new-task prompt, sampled from π0 (seeded)."""
+    ids = [tokenizer.encode(p, bos=True) for p in new_task_prompts()]
+    with eval_mode(base), torch.no_grad():
+        tokens, generated = base.generate(ids, 20, generator=torch.Generator(device=base.device).manual_seed(seed))
+    return tokens, generated, (tokens != tokenizer.pad_id) | generated
+
+
+def fisher_diagonal(base: GPT, tokenizer: Tokenizer, seed: int = 0) -> list[torch.Tensor]:
+    """The diagonal of π0's Fisher information on the new task, from samples: the mean over new-task prompts x of
+    (∂ log π0(y|x) / ∂θ)², one completion y ~ π0 per prompt, one tensor per parameter (`base.parameters()` order).
+    (The classifier's is exact; here the completions are too many to sum over.)"""
+    tokens, generated, attention = _base_samples(base, tokenizer, seed)
+    total = [torch.zeros_like(p) for p in base.parameters()]
+    with eval_mode(base):
+        for i in range(len(tokens)):
+            base.zero_grad(set_to_none=True)
+            picked, _ = next_token_logprobs(base, tokens[i:i + 1], attention[i:i + 1])
+            (picked * generated[i:i + 1, 1:]).sum().backward()
+            for t, p in zip(total, base.parameters()):
+                t += p.grad.detach() ** 2
+    base.zero_grad(set_to_none=True)
+    return [t / len(tokens) for t in total]
+
+
+@torch.no_grad()
+def activation_change(model: GPT, base: GPT, tokenizer: Tokenizer, seed: int = 0) -> float:
+    """Mean ‖h − h0‖₂ of the last hidden state (what the LM head reads) at the positions that predict the generated
+    tokens of π0's new-task completions."""
+    tokens, generated, attention = _base_samples(base, tokenizer, seed)
+    with eval_mode(model, base):
+        gap = (model.features(tokens, attention) - base.features(tokens, attention)).norm(dim=-1)[:, :-1]
+    where = generated[:, 1:].to(gap.dtype)  # position t predicts token t+1
+    return float((gap * where).sum() / where.sum())
+
+
+def measure(spec: RazorRun, model: GPT, base: GPT, tokenizer: Tokenizer, base_old: dict,
+            fisher: list[torch.Tensor] | None = None, seed: int = 0) -> dict:
+    """One run's numbers; `base_old` is `old_skills(base)`. "forgetting" is the primary old skill's drop.
+
+    Without `fisher`: the scores, forgetting, KL(π0 ‖ π) and the weight change, what notebook 09's live runs compare
+    with their shipped twins. With `fisher` (`fisher_diagonal(base, tokenizer)`), as the study records it: every
+    predictor of PREDICTORS, adding KL(π ‖ π0) on π's new-task completions, total variation and activation change
+    on π0's, and the L1 and Fisher-weighted weight changes."""
     kl = new_task_kl(base, model, tokenizer, seed)
     old = old_skills(model, tokenizer)
-    return {"name": spec.name, "method": spec.method, "data": spec.data, "learning_rate": spec.learning_rate,
-            "steps": spec.steps, "new_task": new_task_score(model, tokenizer), "old_skill": old["ranked"],
-            "forgetting": base_old["ranked"] - old["ranked"], "old_navigation": old["navigation"],
-            "forgetting_navigation": base_old["navigation"] - old["navigation"], "kl": kl,
-            "weight_change": weight_change(model, base)}
-
-
-def r_squared(x, y) -> float:
-    """R² of the least-squares line y ≈ a·x + b."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    a, b = np.polyfit(x, y, 1)
-    residual = ((y - (a * x + b)) ** 2).sum()
-    total = ((y - y.mean()) ** 2).sum()
-    return float(1 - residual / total) if total > 0 else float("nan")
-
-
-def ranks(x) -> np.ndarray:
-    """Ranks 1..n of the values of x (1 = smallest); tied values share the average of the ranks they span."""
-    x = np.asarray(x, float)
-    order = np.argsort(x, kind="stable")
-    out = np.empty(len(x))
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        out[order[i:j + 1]] = (i + j) / 2 + 1  # positions i..j hold ranks i+1..j+1: their mean
-        i = j + 1
-    return out
-
-
-def spearman(x, y) -> float:
-    """Spearman's rank correlation ρ: the Pearson correlation of the ranks (average ranks for ties). It asks only
-    whether y grows with x, by *some* monotone function, not by a straight line."""
-    rx, ry = ranks(x), ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denom = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
-    return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
+    record = {"name": spec.name, "method": spec.method, "data": spec.data, "learning_rate": spec.learning_rate,
+              "steps": spec.steps, "new_task": new_task_score(model, tokenizer), "old_skill": old["ranked"],
+              "forgetting": base_old["ranked"] - old["ranked"], "old_navigation": old["navigation"],
+              "forgetting_navigation": base_old["navigation"] - old["navigation"], "kl": kl}
+    if fisher is None:
+        record["weight_change"] = weight_changes(model, base)["weight_change"]
+        return record
+    prompts = new_task_prompts()
+    record["reverse_kl"] = float(completion_kl(model, base, prompts, tokenizer, max_new_tokens=20, seed=seed).mean())
+    record["total_variation"] = float(completion_tv(base, model, prompts, tokenizer, max_new_tokens=20,
+                                                    seed=seed).mean())
+    record.update(weight_changes(model, base, fisher))
+    record["activation_change"] = activation_change(model, base, tokenizer, seed)
+    return record
 
 
 LEARNED_MARGIN = 0.05  # a run "learned the new task" if it scores at least this much above the base model
@@ -259,6 +275,18 @@ def learned(record: dict, base_new_task: float) -> bool:
 
 
 SKILLS = (("ranked rule", "forgetting"), ("navigation", "forgetting_navigation"))  # (old skill, its forgetting key)
+
+# (key in a run's record, what it measures): the candidate predictors of forgetting that both razor studies record
+# (this one and `razor_classifier`), after the paper's own list and a public replication's table.
+PREDICTORS = (
+    ("kl", "KL(π0 ‖ π)"),
+    ("reverse_kl", "KL(π ‖ π0)"),
+    ("total_variation", "total variation"),
+    ("weight_l1", "weight change L1"),
+    ("weight_change", "weight change L2"),
+    ("weight_fisher", "Fisher-weighted"),
+    ("activation_change", "activation change"),
+)
 
 
 def predictors(rows: list[dict], forgot: str = "forgetting") -> dict:
@@ -277,6 +305,39 @@ def predictor_table(study: dict) -> list[dict]:
     subsets = (("all", study["runs"]), ("learned", [r for r in study["runs"] if learned(r, base_new)]))
     return [{"skill": skill, "subset": subset, "n": len(rows), **predictors(rows, forgot)}
             for skill, forgot in SKILLS for subset, rows in subsets]
+
+
+def every_predictor(study: dict, skill: str = "ranked rule") -> list[dict]:
+    """`toyenv.stats.predictor_table` of one old skill's forgetting against every predictor of PREDICTORS, over all
+    runs and over the runs that learned the new task (the paper compares runs at similar new-task scores)."""
+    base_new = study["base"]["new_task"]
+    forgot = dict(SKILLS)[skill]
+    return stats_table(study["runs"], forgot, [k for k, _ in PREDICTORS],
+                       {"all": lambda r: True, "learned": lambda r: learned(r, base_new)})
+
+
+def format_predictors(tables: dict[str, list[dict]], subset: str = "all") -> str:
+    """Predictor tables (`every_predictor`, `razor_classifier.table`) side by side as text, for one subset of runs
+    ("all", or the runs at a common new-task score: each table's second subset): one line per predictor of
+    PREDICTORS, one column pair (R², Spearman ρ) per table, the best of each column marked with *."""
+    picked = {}
+    for name, rows in tables.items():
+        subsets = list(dict.fromkeys(t["subset"] for t in rows))
+        want = subsets[0] if subset == "all" else subsets[-1]
+        picked[name] = {t["predictor"]: t for t in rows if t["subset"] == want}
+    lines = [f"{'predictor':<20}" + "".join(f"{name:>22.22}" for name in picked),
+             f"{'':<20}" + "".join(f"{'n=' + str(p['kl']['n']):>6} {'R²':>7} {'ρ':>7}" for p in picked.values())]
+    best = {(name, stat): max(t[stat] for t in p.values() if t[stat] == t[stat])
+            for name, p in picked.items() for stat in ("r2", "spearman")}
+    for key, label in PREDICTORS:
+        row = f"{label:<20}"
+        for name, p in picked.items():
+            t = p[key]
+            r2_mark = "*" if t["r2"] == best[name, "r2"] else " "
+            rho_mark = "*" if t["spearman"] == best[name, "spearman"] else " "
+            row += f"{'':>6} {t['r2']:6.2f}{r2_mark} {t['spearman']:6.2f}{rho_mark}"
+        lines.append(row)
+    return "\n".join(lines)
 
 
 def forgetting_by_method(study: dict) -> dict:
@@ -324,6 +385,7 @@ def study(runs=RUNS, progress: bool = True) -> dict:
     base, tok = load_base()
     t0 = time.perf_counter()
     base_old = old_skills(base, tok)
+    fisher = fisher_diagonal(base, tok)
     out = {"base": {"new_task": new_task_score(base, tok), "old_skill": base_old["ranked"],
                     "old_navigation": base_old["navigation"]}, "runs": []}
     policies: dict[str, GPT] = {}
@@ -338,7 +400,7 @@ def study(runs=RUNS, progress: bool = True) -> dict:
         model = run(spec, base, tok, progress=progress, rl_policy=rl_policy)
         if spec.method == "rl":
             policies[spec.name] = model
-        record = measure(spec, model, base, tok, base_old)
+        record = measure(spec, model, base, tok, base_old, fisher)
         record["seconds"] = round(time.perf_counter() - start, 1)
         out["runs"].append(record)
         print(f"{spec.name:<32} new {record['new_task']:.3f}  forgetting {record['forgetting']:+.3f} "

@@ -107,10 +107,10 @@ def compare(live, shipped, name: str = "live vs shipped", rtol: float = 1e-3, at
         elif _is_number(a) and _is_number(b):
             c.numbers += 1
             a, b = float(a), float(b)
-            if math.isnan(a) and math.isnan(b):
+            if (math.isnan(a) and math.isnan(b)) or a == b:  # a == b also holds two equal infinities
                 return
             diff = abs(a - b)
-            if math.isnan(diff):
+            if math.isnan(diff) or math.isinf(diff):  # a NaN against a number, or an infinity against anything else
                 c.outside.append(where)
                 c.max_abs = math.inf
                 return
