@@ -68,8 +68,10 @@ def test_rpo_and_rebel_need_rewards(small_model):
     half = [PreferencePair("c:", "a", "b", strength="better", reward_chosen=5.0, reward_rejected=-1.0),
             SimpleNamespace(prompt="c:", chosen="a", rejected="b", reward_chosen=5.0, reward_rejected=None)]
     no_attr = [SimpleNamespace(prompt="c:", chosen="a", rejected="b", reward_chosen=5.0)]
-    for bad in (half, no_attr):
-        with pytest.raises(ValueError, match=r"pairs\[%d\] has no reward_chosen / reward_rejected: RPO and REBEL"
+    no_chosen = [SimpleNamespace(prompt="c:", chosen="a", rejected="b", reward_rejected=1.0)]
+    for bad in (half, no_attr, no_chosen):
+        with pytest.raises(ValueError, match=r"^pairs\[%d\] has no reward_chosen / reward_rejected: RPO and REBEL "
+                           r"regress on reward gaps, so they need graded pairs \(toyenv.pairs.general_points_pairs\)$"
                            % (len(bad) - 1)):
             dpo.train(copy.deepcopy(small_model), bad, _cfg("rpo"), progress=False)
 
@@ -188,3 +190,30 @@ def test_each_epoch_visits_every_pair_once(small_model, monkeypatch):
     for epoch in range(3):
         seen = sorted(round(g, 4) for g in got[4 * epoch: 4 * epoch + 4])
         assert seen == sorted(round(w, 4) for w in want), epoch
+
+
+def test_tabular_dpo_takes_integer_rewards():
+    ref = torch.tensor([0.5, 0.0, -0.5], dtype=torch.float64)
+    assert torch.equal(tabular_dpo(ref, [0, 1, 2], 1.0, steps=50),
+                       tabular_dpo(ref, torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), 1.0, steps=50))
+
+
+def test_the_default_reference_is_a_frozen_copy_of_the_starting_policy(small_model, pairs):
+    """ref=None trains exactly as an explicit copy of the policy made before training would."""
+    implicit = copy.deepcopy(small_model)
+    explicit = copy.deepcopy(small_model)
+    h1 = dpo.train(implicit, pairs, _cfg("dpo", learning_rate=1e-2), progress=False)
+    h2 = dpo.train(explicit, pairs, _cfg("dpo", learning_rate=1e-2), ref=copy.deepcopy(small_model), progress=False)
+    assert h1["loss"] == h2["loss"] and h1["loss"][-1] != h1["loss"][0]
+    assert all(torch.equal(a, b) for a, b in zip(implicit.parameters(), explicit.parameters()))
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_the_history_has_one_number_per_step_in_every_list(small_model, pairs, loss_type):
+    history = dpo.train(copy.deepcopy(small_model), pairs, _cfg(loss_type, max_steps=2), progress=False)
+    assert history["step"] == [0, 1]
+    for key in ("loss", "accuracy", "chosen_logp", "rejected_logp", "lr", "grad_norm", "dpo", "nll"):
+        assert len(history[key]) == 2 and all(isinstance(v, float) for v in history[key]), key
+    assert all(v < 0 for v in history["chosen_logp"] + history["rejected_logp"])  # log-probs of whole sequences
+    split = loss_type == "dpo_nll"  # only DPO+NLL logs its two parts; the others log NaN there
+    assert all(math.isnan(v) != split for v in history["dpo"] + history["nll"])

@@ -17,6 +17,8 @@ import toyenv.envs  # noqa: F401  (registers the gymnasium ids)
 from toyenv.envs import general_points as gp
 from toyenv.tokenizer import Tokenizer
 
+from fakes import SpySampler
+
 FUZZ = settings(max_examples=2000, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 TREES = settings(max_examples=600, deadline=None, database=None, derandomize=True,
@@ -602,3 +604,93 @@ def test_a_target_and_a_hand_size_other_than_24_and_4_reach_every_helper():
     model = FakeModel(lambda p: Tokenizer().encode(
         gp.expert_answer(re.match(r"Cards: (.*?)\. ", p).group(1).split(), "ten", 10), eos=True))
     assert gp.evaluate(model, Tokenizer(), "ten", n_episodes=12, target=10)["accuracy"] == 1.0
+
+
+def test_env_state_spaces_and_render_in_full():
+    env = gp.GeneralPointsEnv("ten", render_mode="ansi", max_answer_chars=1)  # the smallest limit is allowed
+    assert (env.cards, env.values, env.prompt, env.last_answer, env.last_verdict) == (None,) * 5
+    assert env.render() == ""
+    with pytest.raises(RuntimeError, match=r"^call reset\(\) before step\(\)$"):
+        env.step("1")
+    with pytest.raises(RuntimeError, match=r"^call reset\(\) before expert_answer\(\)$"):
+        env.expert_answer()
+    env = gp.GeneralPointsEnv("ten", render_mode="ansi")
+    # the action space: any text of the course's characters up to max_answer_chars, the empty answer included
+    assert env.action_space.contains("") and env.action_space.contains("8/(3-8/3)=24")
+    assert not env.action_space.contains("x" * 65)
+    prompt, _ = env.reset(seed=3)
+    answer = env.expert_answer()
+    env.step(answer)
+    assert env.render() == f"{prompt}{answer}\n-> {env.last_verdict.reason} (reward +5)"
+    env.reset(seed=3)
+    env.step(42)  # not a string: illegal, and render shows no answer text
+    assert env.render() == f"{prompt}\n-> illegal: answer is not a string (got int) (reward -3)"
+    with pytest.raises(ValueError, match=r"render_mode must be None or one of \['ansi'\], got 'human'"):
+        gp.GeneralPointsEnv(render_mode="human")
+
+
+def test_a_refused_long_answer_is_not_correct():
+    env = gp.GeneralPointsEnv("ten", max_answer_chars=5)
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step("1+2+3+4")
+    assert reward == gp.REWARD_ILLEGAL and info["correct"] is False and info["verdict"].correct is False
+
+
+def test_expert_hands_default_seed_is_0():
+    assert gp.expert_hands(3) == gp.expert_hands(3, seed=0) != gp.expert_hands(3, seed=1)
+
+
+def test_expert_dataset_defaults_are_rule_ten_seed_0():
+    assert gp.expert_dataset(3) == gp.expert_dataset(3, "ten", 0, 24, 4)
+
+
+def test_a_step_after_the_episode_has_no_verdict_and_no_kind():
+    env = gp.GeneralPointsEnv("ten")
+    env.reset(seed=0)
+    env.step("1+2")
+    info = env.step("1+2")[4]
+    assert (info["verdict"], info["kind"], info["correct"]) == (None, None, False)
+
+
+def test_evaluate_defaults_and_what_it_passes_to_the_sampler(monkeypatch):
+    import toyenv.model
+    from toyenv.tokenizer import EOS_ID, PAD_ID
+
+    spy = SpySampler(lambda i, p: "")
+    monkeypatch.setattr(toyenv.model, "complete", spy)
+    res = gp.evaluate("model", "tok")
+    (call,) = spy.calls
+    assert call["prompts"] == [gp.make_prompt(h, "ten", 24) for h in gp.eval_hands(500, "ten", 0, 24)]
+    assert {k: call[k] for k in ("max_new_tokens", "batch_size", "temperature", "top_k", "greedy", "eos_id",
+                                 "pad_id", "generator")} == {
+        "max_new_tokens": 24, "batch_size": 256, "temperature": 1.0, "top_k": None, "greedy": True, "eos_id": EOS_ID,
+        "pad_id": PAD_ID, "generator": None}
+    assert (res["n"], len(res["samples"]), res["counts"]["illegal"]) == (500, 8, 500)
+    assert gp.eval_hands(4) == gp.eval_hands(4, "ten", 0, 24, 4)
+
+    # every setting reaches the sampler and the verifier: the hands are eval_hands' with the same settings, and
+    # every other answer is the expert's for target 10 under "ranked"
+    spy = SpySampler(lambda i, p: "")
+    monkeypatch.setattr(toyenv.model, "complete", spy)
+    hands = gp.eval_hands(6, "ranked", seed=5, target=10)
+    experts = [gp.expert_answer(h, "ranked", 10) for h in hands]
+    spy.answer = lambda i, p: experts[i] if i % 2 == 0 else "1+1"
+    res = gp.evaluate("model", "tok", "ranked", n_episodes=6, seed=5, batch_size=2, max_new_tokens=7, greedy=False,
+                      temperature=0.5, top_k=3, target=10, n_samples=2)
+    (call,) = spy.calls
+    assert call["prompts"] == [gp.make_prompt(h, "ranked", 10) for h in hands]
+    assert (call["max_new_tokens"], call["batch_size"], call["temperature"], call["top_k"], call["greedy"]) == (
+        7, 2, 0.5, 3, False)
+    assert call["generator"].initial_seed() == 5
+    assert res["counts"]["correct"] == 3 and res["accuracy"] == 0.5 and len(res["samples"]) == 2
+    assert gp.evaluate("model", "tok", n_episodes=1)["n"] == 1  # the smallest run
+    with pytest.raises(ValueError, match=r"^n_episodes must be positive, got 0"):
+        gp.evaluate("model", "tok", n_episodes=0)
+
+
+def test_verify_batch_defaults_to_rule_ten_and_names_a_length_mismatch():
+    hand = ["K", "2", "2", "2"]  # 10*2+2+2 = 24 only where K counts 10
+    assert gp.verify_batch(["10*2+2+2"], [hand])[0].correct
+    assert not gp.verify_batch(["10*2+2+2"], [hand], "ranked")[0].correct
+    with pytest.raises(ValueError, match=r"^2 completions but 1 hands"):
+        gp.verify_batch(["1", "2"], [hand])

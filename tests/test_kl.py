@@ -239,3 +239,21 @@ def test_completion_tv_is_zero_for_the_same_model_and_seeded():
     assert p.training and q.training  # modes restored
     with pytest.raises(ValueError, match="at least one prompt"):
         completion_tv(p, q, [], tok)
+
+
+def test_completion_kl_and_tv_score_both_models_in_eval_mode():
+    """Dropout is off while sampling and scoring: models in train mode give what the same models in eval mode give,
+    and keep their mode."""
+    from toyenv.kl import completion_kl, completion_tv
+    from toyenv.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16, dropout=0.5)
+    p, q = GPT(cfg), GPT(cfg)
+    tok = Tokenizer()
+    for fn in (completion_kl, completion_tv):
+        want = fn(p.eval(), q.eval(), ["ab", "cd"], tok, max_new_tokens=6)
+        for p_train, q_train in [(True, False), (False, True), (True, True)]:
+            p.train(p_train), q.train(q_train)
+            assert torch.equal(fn(p, q, ["ab", "cd"], tok, max_new_tokens=6), want), (fn.__name__, p_train, q_train)
+            assert (p.training, q.training) == (p_train, q_train)

@@ -183,3 +183,112 @@ def test_the_returns_give_the_sequence_kl_gradient_and_per_token_only_part_of_it
     # the last token's rows have no future: there the per-token gradient is already the whole one
     last = slice(num_prefixes(vocab, length - 1), None)
     assert torch.allclose(partial[last], g["exact"][last], atol=1e-12)
+
+
+def test_settings_are_refused_with_the_field_and_accepted_at_their_edges():
+    # all_sequences: vocab >= 2 and length >= 1, both ints, each checked on its own
+    for vocab, length in [(1, 1), (2, 0), (1, 0), (2.0, 1), (2, 1.0)]:
+        with pytest.raises(ValueError, match="vocab must be an int >= 2 and length an int >= 1"):
+            all_sequences(vocab, length)
+    assert all_sequences(2, 1).tolist() == [[0], [1]]
+    # at most 100,000 sequences: exactly 10**5 is enumerated, 100,001 (one token of a 100,001 vocabulary) is not
+    assert all_sequences(10, 5).shape == (100_000, 5)
+    with pytest.raises(ValueError, match="too many"):
+        all_sequences(100_001, 1)
+    # Placement: equals is None or a closed form; sign is +1 or -1
+    for equals in (None, "zero", "half_chi2"):
+        assert Placement("x", "k1", "loss", equals).equals == equals
+    with pytest.raises(ValueError, match="Placement.equals must be None or one of"):
+        Placement("x", "k1", "loss", "reverse")
+    assert Placement("x", "k1", "loss", None, sign=-1.0).sign == -1.0
+    assert Placement("x", "k1", "loss", None, sign=1.0).sign == 1.0
+    for sign in (2.0, -2.0, 0.5, 0.0):
+        with pytest.raises(ValueError, match="Placement.sign must be 1 or -1"):
+            Placement("x", "k1", "loss", None, sign=sign)
+    # sequence_kl_gradients: two tables of one 2-D shape
+    with pytest.raises(ValueError, match="must be the same 2-D shape"):
+        sequence_kl_gradients(torch.zeros(3, 2), torch.zeros(3, 3), 2)
+    with pytest.raises(ValueError, match="must be the same 2-D shape"):
+        sequence_kl_gradients(torch.zeros(1, 3, 2), torch.zeros(1, 3, 2), 2)
+
+
+def test_cosine_nan_only_below_eps():
+    a, b = torch.tensor([3.0, 4.0]), torch.tensor([4.0, 3.0])  # norms 5 and 5, cosine 24/25
+    assert cosine(a, b, eps=4.9) == pytest.approx(0.96)
+    assert math.isnan(cosine(a, b, eps=5.0))           # a norm equal to eps is "below": no direction
+    assert math.isnan(cosine(a, 2 * b, eps=5.0))       # a's norm is 5
+    assert math.isnan(cosine(2 * a, b, eps=5.0))       # b's norm is 5
+
+
+def test_atlas_errors_measure_the_distance_to_the_named_closed_form():
+    logits, ref = torch.tensor([0.3, -1.0, 0.8]), torch.tensor([0.0, 0.5, -0.4])
+    rows = atlas(logits, ref)
+    for row in rows:
+        if row["equals"] is None:
+            assert row["error"] is None
+        else:
+            assert row["error"] < 1e-10, row["placement"]
+    # a placement labelled with the wrong closed form has a large error: k3 as a loss is the forward KL's gradient
+    wrong = Placement("k3 as a loss, mislabelled", "k3", "loss", "reverse_kl")
+    (row,) = atlas(logits, ref, [wrong])
+    fwd = torch.softmax(logits.double(), -1) - torch.softmax(ref.double(), -1)   # π − π_ref, written out here
+    p, q = torch.softmax(logits.double(), -1), torch.softmax(ref.double(), -1)
+    rev = p * (p.log() - q.log() - (p * (p.log() - q.log())).sum())
+    assert row["error"] == pytest.approx(float((fwd - rev).abs().max()), rel=1e-9)
+
+
+def test_sequence_gradients_are_float64_whatever_the_input():
+    table = torch.randn(num_prefixes(2, 2), 2, generator=torch.Generator().manual_seed(0))
+    ref = torch.randn(num_prefixes(2, 2), 2, generator=torch.Generator().manual_seed(1))
+    out = sequence_kl_gradients(table.float(), ref.float(), 2)
+    assert all(g.dtype == torch.float64 for g in out.values())
+    # the float32 values, converted first and computed in float64: the same to float64 rounding
+    again = sequence_kl_gradients(table.float().double(), ref.float().double(), 2)
+    for name in out:
+        assert torch.allclose(out[name], again[name], rtol=0, atol=1e-13), name
+
+
+@pytest.mark.parametrize("name", ["reverse_kl", "forward_kl", "half_chi2", "zero", "minus_reverse_kl"])
+def test_every_closed_form_names_the_bad_argument(name):
+    good, nan = torch.zeros(3), torch.tensor([0.0, float("nan"), 1.0])
+    with pytest.raises(ValueError, match=r"^logits must be finite"):
+        closed_form(name, nan, good)
+    if name != "zero":  # the zero gradient does not read the reference
+        with pytest.raises(ValueError, match=r"^ref_logits must be finite"):
+            closed_form(name, good, nan)
+    with pytest.raises(ValueError, match=r"^logits must be one vector of at least 2 logits"):
+        closed_form(name, torch.zeros(1), good)
+
+
+def test_atlas_rows_and_messages_name_what_they_hold():
+    (row,) = atlas(torch.tensor([0.1, 0.2]), torch.zeros(2), PLACEMENTS[:1])
+    assert set(row) == {"placement", "where", "equals", "note", "gradient", "cos_reverse", "cos_forward", "error"}
+    assert (row["placement"], row["where"], row["equals"], row["note"]) == (
+        PLACEMENTS[0].name, "reward", "reverse_kl", PLACEMENTS[0].note)
+    with pytest.raises(ValueError, match=r"^vocab\*\*length = 131072 sequences is too many"):
+        all_sequences(2, 17)
+    with pytest.raises(ValueError, match=r"^table has 4 rows; a policy over 2-token sequences of 2 tokens needs "
+                                         r"num_prefixes = 3"):
+        tabular_logprobs(torch.zeros(4, 2), torch.tensor([[0, 1]]))
+    with pytest.raises(ValueError, match=r"^table \(3, 2\) and ref_table \(3, 3\) must be the same 2-D shape"):
+        sequence_kl_gradients(torch.zeros(3, 2), torch.zeros(3, 3), 2)
+
+
+def test_surrogate_gradient_edge_cases_and_messages():
+    from toyenv.kl_gradients import surrogate_gradient
+
+    logits, ref = torch.tensor([0.2, -0.1, 0.4]), torch.zeros(3)
+    # nothing that depends on the policy: a zero gradient, whether or not the value asks for gradients
+    assert torch.equal(surrogate_gradient(lambda lp, lq: lq, logits, ref), torch.zeros(3, dtype=torch.float64))
+    leaf = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(surrogate_gradient(lambda lp, lq: leaf, logits, ref), torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"^the surrogate must return one value per action, a tensor of shape "
+                                         r"\(3,\), got torch.Size\(\[\]\)$"):
+        surrogate_gradient(lambda lp, lq: lp.sum(), logits, ref)
+    with pytest.raises(ValueError, match=r"^the surrogate must return one value per action, a tensor of shape "
+                                         r"\(3,\), got list$"):
+        surrogate_gradient(lambda lp, lq: [0.0, 0.0, 0.0], logits, ref)
+    with pytest.raises(ValueError, match=r"^logits must be finite$"):
+        surrogate_gradient(lambda lp, lq: lp, torch.tensor([0.0, float("inf"), 1.0]), ref)
+    with pytest.raises(ValueError, match=r"^ref_logits must be finite$"):
+        surrogate_gradient(lambda lp, lq: lp, logits, torch.tensor([0.0, float("nan"), 1.0]))

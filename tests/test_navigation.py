@@ -29,7 +29,7 @@ from toyenv.envs.navigation import (
 )
 from toyenv.tokenizer import Tokenizer
 
-from fakes import ModeTracking
+from fakes import ModeTracking, SpySampler
 
 TOK = Tokenizer()
 
@@ -595,3 +595,99 @@ def test_parser_boundaries_by_hand():
     assert action is None and "expected forward()" in why  # "~" is printable: a grammar error, not a bad character
     action, why = parse_action("forward()\x7f")
     assert action is None and "unexpected character '\\x7f' at position 9" in why
+
+
+def test_evaluate_counts_steps_routes_and_malformed_answers_by_hand(monkeypatch):
+    import toyenv.envs.navigation as nav
+    from toyenv.envs.navigation import oracle_episodes, parse_action
+
+    env_kwargs = {"num_segments": (2, 2)}
+    episodes = oracle_episodes(6, "relative", 4, env_kwargs)
+    prompts = [s.prompt for ep in episodes for s in ep]
+    starts = np.cumsum([0] + [len(ep) for ep in episodes])
+    # routes 0, 2, 3 and 5 answered right; route 1 has garbage at its first state and last, route 4 a well-formed
+    # wrong action at its second
+    garbage, wrong = {int(starts[1]), int(starts[2]) - 1}, {int(starts[4]) + 1}
+
+    def answer(i, prompt):
+        right = solve_from_prompt(prompt)
+        if i in garbage:
+            return "go ~north~"
+        if i in wrong:
+            return "stop()" if right != "stop()" else "forward()"
+        return right
+
+    spy = SpySampler(answer)
+    monkeypatch.setattr(nav, "complete", spy)
+    res = evaluate("model", TOK, "relative", n_episodes=6, seed=4, batch_size=5, max_new_tokens=20, greedy=False,
+                   env_kwargs=env_kwargs, n_samples=starts[2] + 2)
+    (call,) = spy.calls
+    assert call["prompts"] == prompts
+    assert (call["max_new_tokens"], call["batch_size"], call["greedy"]) == (20, 5, False)
+    assert (call["eos_id"], call["pad_id"], call["generator"].initial_seed()) == (TOK.eos_id, TOK.pad_id, 4)
+    n = len(prompts)
+    assert res["per_step_accuracy"] == (n - 3) / n
+    assert res["route_success"] == 4 / 6
+    assert res["malformed_rate"] == 2 / n
+    assert (res["n_steps"], res["n_episodes"]) == (n, 6)
+    # the first n_samples states (routes 0 and 1 and two states of route 2), each with its reason
+    assert len(res["samples"]) == starts[2] + 2
+    for i, sample in enumerate(res["samples"]):
+        expected, given = solve_from_prompt(prompts[i]), answer(i, prompts[i])
+        reason = ("correct" if given == expected else parse_action(given, "relative")[1])
+        assert sample == {"prompt": prompts[i], "completion": given, "expected": expected,
+                          "correct": given == expected, "reason": reason}
+    assert res["samples"][starts[1]]["reason"].startswith("malformed action")
+    # a well-formed wrong answer says what it was and what was expected
+    res = evaluate("model", TOK, "relative", n_episodes=6, seed=4, env_kwargs=env_kwargs, n_samples=n)
+    i = starts[4] + 1
+    given, expected = answer(i, prompts[i]), solve_from_prompt(prompts[i])
+    assert res["samples"][i]["reason"] == f"wrong action: {given} (expected {expected})"
+
+
+def test_evaluate_defaults(monkeypatch):
+    import toyenv.envs.navigation as nav
+    from toyenv.envs.navigation import oracle_episodes
+
+    spy = SpySampler(lambda i, p: solve_from_prompt(p))
+    monkeypatch.setattr(nav, "complete", spy)
+    res = evaluate("model", TOK)
+    (call,) = spy.calls
+    assert call["prompts"] == [s.prompt for ep in oracle_episodes(500, "absolute", 0, None) for s in ep]
+    # 32 tokens, as documented: the longest answer, "turn_direction(slightly right)", is 30 characters, plus EOS
+    assert (call["max_new_tokens"], call["batch_size"], call["greedy"], call["generator"]) == (32, 256, True, None)
+    assert res["n_episodes"] == 500 and len(res["samples"]) == 8 and res["route_success"] == 1.0
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match=rf"^n_episodes must be an integer >= 1, got {bad!r}"):
+            evaluate("model", TOK, n_episodes=bad)
+    assert evaluate("model", TOK, n_episodes=1)["n_episodes"] == 1  # the smallest run
+
+
+def test_long_answers_are_clipped_to_40_characters_in_messages():
+    from toyenv.envs.navigation import parse_action
+
+    def shown(text):  # what the message quotes of a malformed answer, after its fixed words
+        return parse_action(text)[1].split(", got ", 1)[1]
+
+    assert shown("x" * 38) == "'" + "x" * 38 + "'"            # ascii() adds 2 quotes: 40 characters, shown whole
+    assert shown("x" * 39) == "'" + "x" * 36 + "..."          # 41: cut to 37, then "..."
+    assert shown("y" * 70) == "'" + "y" * 36 + "..."
+
+
+def test_expert_dataset_defaults_and_env_kwargs():
+    from toyenv.envs.navigation import oracle_episodes
+
+    assert expert_dataset(3) == expert_dataset(3, "absolute", 0, None)
+    kw = {"num_segments": (1, 1)}
+    one_leg = expert_dataset(3, env_kwargs=kw)
+    assert one_leg == [(s.prompt, s.action) for ep in oracle_episodes(3, "absolute", 0, kw) for s in ep]
+    assert one_leg != expert_dataset(3)
+    assert all(p.count(".Face ") == 1 for p, _ in one_leg)  # one segment: one "Face" instruction per route
+
+
+def test_evaluate_refuses_a_sampler_that_loses_rows(monkeypatch):
+    import toyenv.envs.navigation as nav
+
+    monkeypatch.setattr(nav, "complete", lambda model, tok, prompts, n, **kw: ["forward()"] * (len(prompts) - 1))
+    with pytest.raises(ValueError, match=r"^model.generate returned (\d+) rows for (\d+) prompts"):
+        evaluate("model", TOK, n_episodes=2)

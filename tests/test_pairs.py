@@ -1,4 +1,5 @@
 """toyenv.pairs: the one pair type, strengths and Llama 2's margins, graded GeneralPoints pairs."""
+import os
 import warnings
 
 import pytest
@@ -12,10 +13,13 @@ from toyenv.pairs import (
 )
 from toyenv.tokenizer import PAD_ID
 
-from fakes import ModeTracking
+from fakes import ModeTracking, SpySampler
 
 TINY = dict(block_size=32, n_layer=2, n_head=2, n_embd=32)
 T = torch.tensor
+# mutmut's trampolines add a frame to every call of a mutated function, so under `make mutants` a warning's
+# stacklevel lands one frame off; the plain test run checks where warnings point.
+UNDER_MUTMUT = "MUTANT_UNDER_TEST" in os.environ
 
 
 def _gpt(seed=0):
@@ -158,10 +162,10 @@ def test_sampled_pairs_deal_at_most_max_rounds_times_n_hands_and_sample_as_asked
     from toyenv.tokenizer import BOS_ID, EOS_ID
 
     model = _SameAnswerModel()
-    with pytest.warns(UserWarning, match="only 0 of the 1 requested pairs from 3 hands"):
+    with pytest.warns(UserWarning, match="only 0 of the 1 requested pairs from 3 hands") as record:
         pairs = general_points_pairs(1, seed=0, model=model, num_samples=2, temperature=0.7, max_new_tokens=5,
                                      batch_size=2, max_rounds=3)
-    assert pairs == []
+    assert pairs == [] and (UNDER_MUTMUT or record[0].filename == __file__)  # it points at the caller's line
     assert [len(ids) for ids, _ in model.calls] == [2, 1]
     assert all(row[0] == BOS_ID for ids, _ in model.calls for row in ids)
     for _, kw in model.calls:
@@ -281,3 +285,193 @@ def test_sample_preference_pairs_when_gold_ties(tok):
         sample_preference_pairs(gpt, tok, ["ab:"], _gold, 1, infos=[{}, {}])
     with pytest.raises(ValueError, match="gold_fn returned 1"):
         sample_preference_pairs(gpt, tok, ["ab:"], lambda p, c, i: [0.0], 1, max_new_tokens=4)
+
+
+# --------------------------------------------------------------------------- the sampling loop, with a spy sampler
+def _spy(monkeypatch):
+    import toyenv.pairs as pairs_module
+    spy = SpySampler()
+    monkeypatch.setattr(pairs_module, "complete", spy)
+    return spy
+
+
+_CPU_POLICY = type("Policy", (), {"device": torch.device("cpu")})()
+
+
+def test_sampling_visits_prompts_in_batches_of_two_rows_each_and_counts_rounds(monkeypatch):
+    from toyenv.tokenizer import EOS_ID
+    spy = _spy(monkeypatch)
+    prompts = [f"p{i}:" for i in range(5)]
+    infos = [{"i": i} for i in range(5)]
+    seen = []
+
+    def ties(batch_prompts, completions, batch_infos):
+        seen.append((list(batch_prompts), [dict(i) for i in batch_infos]))
+        return [0.0] * len(completions)
+
+    with pytest.warns(UserWarning, match=r"only 0 of the 3 requested pairs .*\(15 prompts sampled in 3 round\(s\)\)") \
+            as record:
+        assert sample_preference_pairs(_CPU_POLICY, None, prompts, ties, 3, seed=7, temperature=0.5,
+                                       max_new_tokens=9, infos=infos, batch_size=2, max_rounds=3) == []
+    assert UNDER_MUTMUT or record[0].filename == __file__  # the warning points at the caller's line
+    rows_per_call = [["p0:", "p0:", "p1:", "p1:"], ["p2:", "p2:", "p3:", "p3:"], ["p4:", "p4:"]] * 3
+    assert [c["prompts"] for c in spy.calls] == rows_per_call
+    assert [s[0] for s in seen] == rows_per_call  # gold_fn gets the prompts of its rows...
+    assert [[i["i"] for i in s[1]] for s in seen] == [[0, 0, 1, 1], [2, 2, 3, 3], [4, 4]] * 3  # ...and their infos
+    for call in spy.calls:
+        assert (call["max_new_tokens"], call["temperature"], call["eos_id"], call["pad_id"]) == (9, 0.5, EOS_ID, PAD_ID)
+        assert call["generator"] is spy.calls[0]["generator"]  # one generator for the whole run...
+    assert spy.calls[0]["generator"].initial_seed() == 7     # ...seeded with `seed`
+
+
+def test_sampling_defaults(monkeypatch):
+    spy = _spy(monkeypatch)
+    prompts = [f"p{i}:" for i in range(257)]
+    with pytest.warns(UserWarning, match=r"\(1028 prompts sampled in 4 round\(s\)\)"):
+        sample_preference_pairs(_CPU_POLICY, None, prompts, lambda p, c, i: [1.0] * len(c), 1)
+    assert [len(c["prompts"]) for c in spy.calls] == [512, 2] * 4  # batches of 256 prompts, 4 rounds
+    call = spy.calls[0]
+    assert (call["max_new_tokens"], call["temperature"], call["generator"].initial_seed()) == (24, 1.0, 0)
+
+
+def test_a_tie_skips_only_its_own_prompt(monkeypatch):
+    spy = _spy(monkeypatch)
+    gold = {"c0.0": 1.0, "c0.1": 1.0, "c0.2": 0.0, "c0.3": 2.0, "c0.4": 3.0, "c0.5": -1.0}
+    pairs = sample_preference_pairs(_CPU_POLICY, None, ["a:", "b:", "c:"], lambda p, c, i: [gold[x] for x in c], 2)
+    assert [(p.prompt, p.chosen, p.rejected, p.margin) for p in pairs] == [
+        ("b:", "c0.3", "c0.2", 2.0), ("c:", "c0.4", "c0.5", 4.0)]
+    assert len(spy.calls) == 1  # stops as soon as n_pairs are found
+
+
+@pytest.mark.parametrize("bad", [(float("nan"), 1.0), (1.0, float("nan")), (float("inf"), 0.0), (0.0, -float("inf"))])
+def test_a_non_finite_gold_reward_is_refused_with_its_prompt(monkeypatch, bad):
+    _spy(monkeypatch)
+    with pytest.raises(ValueError, match="gold_fn returned a NaN or infinite reward for prompt 1"):
+        sample_preference_pairs(_CPU_POLICY, None, ["a:", "b:"], lambda p, c, i: [0.0, 1.0, *bad], 5)
+
+
+def test_sampling_settings_are_refused_and_accepted_at_their_edges(monkeypatch):
+    _spy(monkeypatch)
+    gold = lambda p, c, i: list(range(len(c)))  # never a tie
+    for kwargs, match in [({"n_pairs": 0}, "n_pairs must be >= 1, got 0"),
+                          ({"prompts": []}, "^sample_preference_pairs needs at least one prompt$"),
+                          ({"batch_size": 0}, "^batch_size and max_rounds must be >= 1$"),
+                          ({"max_rounds": 0}, "^batch_size and max_rounds must be >= 1$")]:
+        args = {"prompts": ["a:"], "n_pairs": 1, **kwargs}
+        with pytest.raises(ValueError, match=match):
+            sample_preference_pairs(_CPU_POLICY, None, args.pop("prompts"), gold, **args)
+    assert len(sample_preference_pairs(_CPU_POLICY, None, ["a:", "b:"], gold, 2, batch_size=1, max_rounds=1)) == 2
+
+
+def test_with_margin_needs_a_strength():
+    with pytest.raises(ValueError, match="^with_margin needs a pair with a strength label$"):
+        PreferencePair("p", "a", "b").with_margin()
+
+
+class _ScriptedTask:
+    """A task whose hands are 'h0:', 'h1:', ... and whose reward reads the prompt: hand j's samples (completions
+    'c<row>') score as scores[j] says, and a reward called with the wrong prompts fails."""
+
+    def __init__(self, scores):
+        self.scores, self.dealt = scores, 0
+
+    def sample_prompts(self, rng, m):
+        prompts = [f"h{self.dealt + j}:" for j in range(m)]
+        self.dealt += m
+        return prompts, [{"hand": p} for p in prompts]
+
+    def reward_fn(self, prompts, completions, infos):
+        assert [i["hand"] for i in infos] == list(prompts)
+        return [self.scores[int(p[1:-1])][int(c.split(".")[1]) % 2] for p, c in zip(prompts, completions)]
+
+
+def _sampled(monkeypatch, scores, n, max_rounds=1, batch_size=64):
+    import numpy as np
+
+    from toyenv.pairs import _sampled_pairs
+
+    spy = _spy(monkeypatch)
+    task = _ScriptedTask(scores)
+    pairs = _sampled_pairs("model", None, task, n, np.random.default_rng(0), np.random.default_rng(1), None, 0.0,
+                           num_samples=2, temperature=1.0, max_new_tokens=4, batch_size=batch_size,
+                           max_rounds=max_rounds)
+    return pairs, spy
+
+
+def test_sampled_pairs_skip_only_the_hands_whose_samples_tie(monkeypatch):
+    # hand 0's two samples tie, hand 1's differ (3 > 1): one pair, from hand 1, with hand 1's prompt and info
+    with pytest.warns(UserWarning, match="only 1 of the 2 requested pairs from 2 hands") as record:
+        pairs, spy = _sampled(monkeypatch, {0: (2.0, 2.0), 1: (1.0, 3.0)}, n=2)
+    assert UNDER_MUTMUT or record[0].filename == __file__  # stacklevel: the line that asked (here, _sampled's)
+    assert [(p.prompt, p.chosen, p.rejected, p.info["hand"]) for p in pairs] == [("h1:", "c0.3", "c0.2", "h1:")]
+    assert spy.calls[0]["num_return_sequences"] == 2
+
+
+def test_sampled_pairs_warn_only_when_short(monkeypatch):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pairs, _ = _sampled(monkeypatch, {0: (0.0, 1.0), 1: (1.0, 0.0)}, n=2)
+    assert [p.prompt for p in pairs] == ["h0:", "h1:"]
+
+
+def test_strength_counts_names_a_pair_without_a_strength_field():
+    with pytest.raises(ValueError, match=r"pairs\[0\]\.strength must be one of"):
+        strength_counts([("p:", "a", "b")])
+
+
+@pytest.mark.parametrize("expert", ["8/(3-8/3)=24", "(10-4)*(5-1)=24", "2*(1+11)=24", "12*2*1*1=24"])
+def test_each_corruption_list_is_exactly_the_documented_one(expert):
+    """The candidates each corruption writes, against _corruptions' independent writing of the docstrings: the
+    same sets, not just answers that happen to grade right."""
+    from toyenv.pairs import _illegal_candidates, _wrong_numbers_candidates, _wrong_value_candidates
+
+    expr, claim = expert.split("=")
+    forms = _corruptions(expert)
+    assert {c + "=" + claim for c in _wrong_value_candidates(expr)} == forms["wrong_value"]
+    assert {c + "=" + claim for c in _wrong_numbers_candidates(expr)} == forms["wrong_numbers"]
+    assert set(_illegal_candidates(expr)) == forms["illegal"]
+
+
+def test_the_pool_grades_its_corruptions_against_the_hands_target():
+    """Under target 10, (10-10)*6+10 has a one-operator corruption, (10-10)/6+10, that still makes 10: the pool
+    must not offer it as "wrong_value", whichever candidate order its generator draws."""
+    import numpy as np
+
+    from toyenv.pairs import _answer_pool
+
+    cards = ["K", "Q", "10", "6"]
+    for seed in range(30):
+        pool = _answer_pool(cards, "ten", 10, np.random.default_rng(seed))
+        kinds = [gp.verify(cards, answer, "ten", 10).kind for answer in pool]
+        assert kinds == ["correct", "wrong_value", "wrong_numbers", "illegal"], (seed, pool)
+
+
+def test_a_reward_outside_the_verifiers_table_is_of_kind_other():
+    from toyenv.pairs import _graded
+    import numpy as np
+
+    pair = _graded("p:", {}, ("a", 0.7), ("b", 0.2), np.random.default_rng(0), 0.0)
+    assert (pair.chosen, pair.info["kind_chosen"], pair.info["kind_rejected"]) == ("a", "other", "other")
+    pair = _graded("p:", {}, ("a", -3.0), ("b", 5.0), np.random.default_rng(0), 0.0)
+    assert (pair.chosen, pair.info["kind_chosen"], pair.info["kind_rejected"]) == ("b", "correct", "illegal")
+
+
+def test_a_pair_with_an_unknown_strength_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"^strength must be one of \('significantly_better', 'better', "
+                                         r"'slightly_better', 'negligibly_better'\), got 'great'$"):
+        PreferencePair("p:", "a", "b", strength="great")
+
+
+def test_sampled_general_points_pairs_defaults(monkeypatch):
+    spy = _spy(monkeypatch)
+    with pytest.warns(UserWarning, match=r"only 0 of the 20 requested pairs from 80 hands: the 4 samples"):
+        assert general_points_pairs(20, model="model") == []  # spy answers are illegal: every sample ties
+    first = spy.calls[0]
+    assert len(first["prompts"]) == 64 and first["num_return_sequences"] == 4          # batch_size, num_samples
+    assert (first["max_new_tokens"], first["temperature"]) == (24, 1.0)
+    assert first["generator"].initial_seed() == 0
+    assert sum(len(c["prompts"]) for c in spy.calls) == 80                               # max_rounds 4 * 20 hands
+    spy.calls.clear()
+    with pytest.warns(UserWarning):
+        general_points_pairs(20, seed=0, model="model", num_samples=4, batch_size=64, max_rounds=4)
+    assert spy.calls[0]["prompts"] == first["prompts"]                                   # the same hands: seed 0

@@ -261,3 +261,48 @@ def test_rpo_defaults_and_refusals():
         bad[k] = T([1.0, 2.0, 3.0])
         with pytest.raises(ValueError, match="shape"):
             rpo_loss(*bad, beta=0.1)
+
+
+def test_rewards_given_as_numbers_are_used_at_the_log_probs_precision():
+    """Rewards come as Python floats or float32 tensors; the losses compute in the log-probs' dtype (float64 here),
+    so a reward of 0.1 is 0.1 to float64 precision, not float32's 0.100000001."""
+    from toyenv.trainers.dpo import rebel_loss, rpo_loss
+
+    lp = [torch.tensor([v], dtype=torch.float64) for v in (-1.0, -2.0, -1.5, -1.5)]  # h = 1
+    # REBEL: (h/eta - (r_c - r_r))^2 = (1 - 0.3)^2 with eta 1: (0.7)^2, by hand in float64
+    assert rebel_loss(*lp, [0.4], [0.1], eta=1.0).item() == pytest.approx(0.7 ** 2, rel=0, abs=1e-15)
+    assert rebel_loss(*lp, [0.4], [0.1], eta=1.0).dtype == torch.float64
+    # RPO "squared": (beta h - eta (r_c - r_r))^2 = (0.5 - 0.3)^2
+    got = rpo_loss(*lp, [0.4], [0.1], beta=0.5, divergence="squared")
+    assert got.dtype == torch.float64 and got.item() == pytest.approx(0.2 ** 2, rel=0, abs=1e-15)
+
+
+def test_a_pair_with_one_reward_is_refused_and_a_tie_is_allowed():
+    with pytest.raises(ValueError, match=r"^give both reward_chosen and reward_rejected, or neither$"):
+        PreferencePair("p:", "a", "b", reward_chosen=1.0)
+    assert PreferencePair("p:", "a", "b", reward_chosen=1.0, reward_rejected=1.0).gap == 0.0
+
+
+def test_every_log_prob_argument_is_shape_checked_by_name():
+    three, two = torch.zeros(3), torch.zeros(2)
+    for name in ("policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps"):
+        args = {"policy_chosen_logps": three, "policy_rejected_logps": three, "ref_chosen_logps": three,
+                "ref_rejected_logps": three, name: two}
+        with pytest.raises(ValueError, match=rf"^{name} has shape \(2,\) but policy_chosen_logps has \(3,\)$"):
+            dpo_loss(**args, beta=0.1)
+
+
+def test_sequence_logprob_masks_by_hand(tok):
+    seed_everything(0)
+    model = GPT(GPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=16))
+    tokens, completion = collate(encode_pairs([("ab:", "cd"), ("a:", "c")], tok))
+    # without an attention mask, PAD tokens are the padding
+    assert torch.equal(sequence_logprob(model, tokens, None, completion),
+                       sequence_logprob(model, tokens, tokens != PAD_ID, completion))
+    with pytest.raises(ValueError, match=r"^completion_mask shape \(2, 3\) != tokens shape \(2, 7\)$"):
+        sequence_logprob(model, tokens, None, completion[:, :3])
+    # average=True divides each row by its number of scored tokens ("cd" + EOS: 3, "c" + EOS: 2)
+    pairs = [PreferencePair("ab:", "cd", "c"), PreferencePair("a:", "c", "cd")]
+    (c_sum, r_sum), (c_avg, r_avg) = pair_logprobs(model, pairs, tok), pair_logprobs(model, pairs, tok, average=True)
+    assert torch.allclose(c_avg, c_sum / torch.tensor([3.0, 2.0]))
+    assert torch.allclose(r_avg, r_sum / torch.tensor([2.0, 3.0]))

@@ -169,11 +169,17 @@ def test_nan_loss_stops_with_clear_message(tok):
 def test_bad_inputs(tok):
     rm = _rm()
     cfg = RewardConfig(max_steps=1)
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="^the reward-model trainer needs at least one preference pair$"):
         reward_model.train(rm, [], cfg, tok, progress=False)
-    with pytest.raises(ValueError, match=r"pairs\[0\]"):
+    with pytest.raises(ValueError, match=r"^pairs\[0\] should be"):
         reward_model.train(rm, [("prompt", "only one completion")], cfg, tok, progress=False)
-    with pytest.raises(ValueError, match="exceed block_size 32"):
+    good = [("a:", "b", "c")]
+    with pytest.raises(ValueError, match=r"^eval_pairs is empty; pass None for no evaluation$"):
+        reward_model.train(rm, good, cfg, tok, progress=False, eval_pairs=[])
+    with pytest.raises(ValueError, match=r"^eval_pairs\[0\] should be"):
+        reward_model.train(rm, good, cfg, tok, progress=False, eval_pairs=[("prompt", "only one")])
+    with pytest.raises(ValueError, match=r"^2 sequence\(s\) exceed block_size 32 \(longest 43 tokens, counting BOS "
+                                         r"and EOS\)$"):
         reward_model.train(rm, [("a" * 40, "b", "c")], cfg, tok, progress=False)
     with pytest.raises(ValueError, match="exceeds block_size"):
         rm(torch.ones(1, 33, dtype=torch.long))
@@ -199,7 +205,157 @@ def test_save_and_load_round_trip(tmp_path):
     assert meta == {"held_out_accuracy": 0.75} and not loaded.training
     assert torch.equal(loaded(tokens), rm.eval()(tokens))
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=r"^reward model .*bad\.pt is truncated or not a toyenv reward model"):
         load_reward_model(tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=r"^reward model .*missing\.pt does not exist"):
         load_reward_model(tmp_path / "missing.pt")
+
+
+def test_malformed_reward_model_files_are_named_as_reward_models(tmp_path, monkeypatch):
+    import re
+
+    from toyenv import checkpoint
+    from toyenv.checkpoint import CheckpointError
+    from toyenv.trainers.reward_model import load_reward_model, save_reward_model
+
+    torch.manual_seed(0)
+    rm = RewardModel(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32))
+    # a folder that does not exist yet, two levels deep, is created
+    path = save_reward_model(tmp_path / "new" / "deeper" / "rm.pt", rm)
+    blob = torch.load(path, weights_only=True)
+
+    def rewritten(name, **changes):
+        out = tmp_path / name
+        torch.save({**blob, **changes}, out)
+        return out
+
+    bad_config = rewritten("config.pt", config={**blob["config"], "n_head": 3})
+    with pytest.raises(CheckpointError, match=re.escape(f"reward model {bad_config}: config field n_embd (16) must be "
+                                                        "divisible by n_head (3)")):
+        load_reward_model(bad_config)
+    state = dict(blob["state_dict"])
+    state["score.weight"] = torch.zeros(2, 16)
+    bad_weights = rewritten("weights.pt", state_dict=state)
+    with pytest.raises(CheckpointError, match=re.escape(f"reward model {bad_weights}: weights do not match")):
+        load_reward_model(bad_weights)
+    # the last guard, behind check_weights: were it to let a mismatch through, loading still names the file
+    monkeypatch.setattr(checkpoint, "check_weights", lambda *a, **k: None)
+    with pytest.raises(CheckpointError, match=re.escape(f"{bad_weights}: weights do not fit the stored config")):
+        load_reward_model(bad_weights)
+
+
+def test_reward_fn_passes_its_tokenizer_and_batch_size(tok, monkeypatch):
+    calls = []
+    monkeypatch.setattr(reward_model, "score_texts", lambda *args, **kwargs: calls.append((args, kwargs))
+                        or torch.zeros(len(args[2])))
+    rm = _rm()
+    as_reward_fn(rm, tok)(["a:"], ["b"])
+    as_reward_fn(rm, tok, batch_size=3)(["a:"], ["b"])
+    assert [(a[0], a[1], a[2], a[3], a[4], k) for a, k in calls] == [
+        (rm, ["a:"], ["b"], tok, 256, {"truncate": True}), (rm, ["a:"], ["b"], tok, 3, {"truncate": True})]
+
+
+def test_from_gpt_keeps_the_gpts_dtype():
+    rm = RewardModel.from_gpt(_gpt().double())
+    assert {p.dtype for p in rm.parameters()} == {torch.float64}
+
+
+def test_from_gpt_names_what_it_got():
+    with pytest.raises(TypeError, match=r"^from_gpt expects a toyenv GPT, got RewardModel$"):
+        RewardModel.from_gpt(_rm())
+
+
+def test_preference_accuracy_passes_its_tokenizer_and_batch_size(tok, monkeypatch):
+    calls = []
+
+    def spy(rm, prompts, completions, tokenizer, batch_size):
+        calls.append((list(prompts), list(completions), tokenizer, batch_size))
+        return torch.tensor([1.0 if c == "good" else 0.0 for c in completions])
+
+    monkeypatch.setattr(reward_model, "score_texts", spy)
+    pairs = [PreferencePair("a:", "good", "bad"), PreferencePair("b:", "bad", "good")]
+    assert reward_model.preference_accuracy(_rm(), pairs, tok) == 0.5
+    assert reward_model.preference_accuracy(_rm(), pairs, tok, batch_size=3) == 0.5
+    assert calls == [(["a:", "b:"], ["good", "bad"], tok, 256), (["a:", "b:"], ["bad", "good"], tok, 256),
+                     (["a:", "b:"], ["good", "bad"], tok, 3), (["a:", "b:"], ["bad", "good"], tok, 3)]
+    with pytest.raises(ValueError, match=r"^preference_accuracy needs at least one pair$"):
+        reward_model.preference_accuracy(_rm(), [], tok)
+
+
+def test_encode_preference_cuts_the_completion_at_max_length_by_hand(tok):
+    """Characters are tokens: BOS a b (3) + c d e f (4) + EOS = 8 ids."""
+    full = [BOS_ID, *tok.encode("ab"), *tok.encode("cdef"), EOS_ID]
+    assert encode_preference("ab", "cdef") == full                      # the tokenizer defaults to the course's
+    assert encode_preference("ab", "cdef", tok, max_length=8) == full    # exactly fits: nothing cut
+    assert encode_preference("ab", "cdef", tok, max_length=7) == full[:6] + [EOS_ID]  # loses "f"
+    assert encode_preference("ab", "cdef", tok, max_length=4) == full[:3] + [EOS_ID]  # the prompt and EOS only
+    with pytest.raises(ValueError, match=r"^prompt of 3 tokens \(with BOS\) leaves no room within max_length 3$"):
+        encode_preference("ab", "cdef", tok, max_length=3)
+
+
+def test_pairs_as_tuples_of_three_or_four():
+    from toyenv.pairs import as_pairs
+
+    assert as_pairs([("a:", "b", "c", 0.5)])[0].margin == 0.5
+    with pytest.raises(ValueError, match=r"^pairs\[0\] should be"):
+        as_pairs([("a:", "b", "c", 0.5, "extra")])
+
+
+def test_the_history_records_steps_rates_accuracies_and_the_eval_schedule(tok):
+    pairs = marker_pairs(6, 0)
+    cfg = RewardConfig(max_steps=5, batch_size=6, learning_rate=1e-3, warmup_steps=2, min_lr_ratio=0.1, eval_every=2)
+    history = reward_model.train(_rm(), pairs, cfg, tok, progress=False, eval_pairs=pairs[:4])
+    assert history["step"] == [0, 1, 2, 3, 4]
+    # warmup 5e-4, 1e-3, then a cosine from 1e-3 down to 1e-4 over steps 2..5: 1e-3, 7.75e-4, 3.25e-4
+    assert history["lr"] == pytest.approx([5e-4, 1e-3, 1e-3, 7.75e-4, 3.25e-4], rel=1e-12)
+    # each step's accuracy on its batch of six pairs: a multiple of 1/12 (a tie counts half)
+    for a in history["accuracy"]:
+        assert isinstance(a, float) and abs(12 * a - round(12 * a)) < 1e-9 and 0 <= a <= 1
+    # evaluated before training, every 2 steps, and after the last step
+    assert [s for s, _ in history["eval"]] == [0, 2, 4, 5]
+
+
+def test_a_diverging_reward_model_names_the_learning_rate(tok):
+    with pytest.raises(FloatingPointError, match=r"learning_rate=1e\+30\)"):
+        reward_model.train(_rm(), marker_pairs(8, 0), RewardConfig(max_steps=10, batch_size=4, learning_rate=1e30,
+                                                                   warmup_steps=0), tok, progress=False)
+
+
+def test_forward_takes_a_mask_of_any_dtype_and_names_a_wrong_shape():
+    rm = _rm().eval()
+    tokens = torch.tensor([[PAD_ID, BOS_ID, 40, 41], [BOS_ID, 42, 43, 44]])
+    mask = tokens != PAD_ID
+    want = rm(tokens, mask)
+    assert torch.equal(rm(tokens, mask.long()), want) and torch.equal(rm(tokens, mask.float()), want)
+    with pytest.raises(ValueError, match=r"^attention_mask shape \(2, 3\) != tokens shape \(2, 4\)$"):
+        rm(tokens, mask[:, :3])
+
+
+def test_a_row_half_padding_on_the_left_scores_what_it_scores_alone():
+    rm = _rm().eval()
+    alone = rm(torch.tensor([[BOS_ID, 40]]))
+    padded = torch.tensor([[PAD_ID, PAD_ID, BOS_ID, 40]])
+    assert torch.allclose(rm(padded, padded != PAD_ID), alone, atol=1e-6)
+    with pytest.raises(ValueError, match=r"^row 1 has no real token to score$"):
+        rm(torch.ones(2, 4, dtype=torch.long), torch.tensor([[True] * 4, [False] * 4]))
+
+
+def test_bt_margin_is_applied_at_the_scores_precision_and_bad_batches_are_named():
+    c, r = torch.tensor([1.0], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)
+    # -log sigmoid(0.5 - 0.1) in float64; a float32 margin would be off by about 1e-9
+    assert bradley_terry_loss(c, r, 0.1).item() == pytest.approx(math.log1p(math.exp(-0.4)), rel=0, abs=1e-15)
+    with pytest.raises(ValueError, match=r"^empty batch: the mean loss of zero pairs is undefined$"):
+        bradley_terry_loss(torch.zeros(0), torch.zeros(0))
+    with pytest.raises(ValueError, match=r"^margins must be finite and >= 0 \(see toyenv.pairs.LLAMA2_MARGINS\)$"):
+        bradley_terry_loss(c, r, -0.5)
+
+
+def test_the_head_starts_as_lm_human_preferences_does():
+    """N(0, 1/(n_embd + 1)) weights and no bias: the initial scores are of order 1 and centred on 0."""
+    rm = _rm()
+    assert rm.score.bias is None
+    torch.manual_seed(5)
+    rm._init_head()
+    torch.manual_seed(5)
+    want = torch.empty(1, 32).normal_(0.0, 1.0 / math.sqrt(33))
+    assert torch.equal(rm.score.weight.detach(), want)

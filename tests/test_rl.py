@@ -1,7 +1,7 @@
 """toyenv.rl: advantages, the clipped objective, the KL controller, rollouts and short training runs."""
 import copy
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -231,11 +231,20 @@ def test_ptx_term_lowers_the_pretraining_loss(base):
     assert all(math.isnan(x) for x in no_ptx["ptx_loss"])
 
 
-def test_extra_reward_names_must_not_clash(base):
+@pytest.mark.parametrize("name", ["kl", "reward", "step", "ptx_loss", "samples", "eval", "config"])
+def test_extra_reward_names_must_not_clash(base, name):
+    """Every key the history already has is refused as an extra reward's name (it would be overwritten)."""
     model, tok = base
-    with pytest.raises(ValueError, match="clash"):
+    with pytest.raises(ValueError, match=rf"^extra_rewards names \['{name}'\] clash with the history's own keys$"):
         rl.train(copy.deepcopy(model), _letter_task(), RLConfig(max_steps=1), tok, ref=model, progress=False,
-                 extra_rewards={"kl": lambda p, c, i: [0.0] * len(c)})
+                 extra_rewards={name: lambda p, c, i: [0.0] * len(c)})
+
+
+def test_the_history_keeps_the_config_it_ran_with(base):
+    model, tok = base
+    cfg = RLConfig(max_steps=1, num_prompts=2, num_generations=2, max_new_tokens=4, eval_every=0)
+    h = rl.train(copy.deepcopy(model), _letter_task(), cfg, tok, ref=model, progress=False)
+    assert h["config"] == {f.name: getattr(cfg, f.name) for f in fields(cfg)}
 
 
 def test_bad_reward_fn_is_reported(base):
@@ -269,7 +278,41 @@ def test_kl_regularized_optimum_maximizes_the_objective():
 
 def test_adaptive_controller_refuses_each_non_positive_setting():
     AdaptiveKLController(init_kl_coef=0.1, target=6.0, horizon=1)  # the smallest horizon is fine
-    for bad in (dict(init_kl_coef=0.0), dict(target=0.0), dict(horizon=0), dict(target=-1.0)):
+    for bad in (dict(init_kl_coef=0.0), dict(target=0.0), dict(horizon=0), dict(target=-1.0),
+                dict(init_kl_coef=float("nan")), dict(target=float("inf")), dict(horizon=float("nan")),
+                dict(horizon=True), dict(target="6")):
         kw = {**dict(init_kl_coef=0.1, target=6.0, horizon=100), **bad}
-        with pytest.raises(ValueError, match="AdaptiveKLController needs init_kl_coef, target and horizon > 0"):
+        with pytest.raises(ValueError, match=r"^AdaptiveKLController needs init_kl_coef, target and horizon finite "
+                                             r"numbers > 0 \(got "):
             AdaptiveKLController(**kw)
+
+
+def test_ppo_normalises_a_batch_of_two_and_unknown_algorithms_are_named():
+    # two rewards 1 and 3: mean 2, population std 1, so the advantages are -1 and +1 (up to the 1e-8)
+    assert advantages(torch.tensor([1.0, 3.0]), "ppo").tolist() == pytest.approx([-1.0, 1.0], abs=1e-7)
+    assert advantages(torch.tensor([5.0]), "ppo").tolist() == [0.0]  # one completion: nothing to compare with
+    with pytest.raises(ValueError, match=r"^algorithm must be one of \('reinforce', 'reinforce_baseline', 'rloo', "
+                                         r"'grpo', 'ppo'\), got 'a2c'$"):
+        advantages(torch.zeros(4), "a2c", 2)
+
+
+def test_a_frozen_policy_is_refused_before_any_sampling():
+    from toyenv import GPT, GPTConfig
+    from toyenv.tasks import general_points_task
+
+    policy = GPT(GPTConfig(block_size=96, n_layer=1, n_head=2, n_embd=16)).requires_grad_(False)
+    with pytest.raises(ValueError, match=r"^the policy has no trainable parameters \(was it copied from a frozen "
+                                         r"model\?\)$"):
+        rl.train(policy, general_points_task("ten"), RLConfig(max_steps=1, num_prompts=2, num_generations=2),
+                 progress=False)
+
+
+def test_group_baselines_need_two_generations_and_minibatches_at_most_one_rollout_each():
+    for algorithm in ("rloo", "grpo"):
+        with pytest.raises(ValueError, match=rf"^RLConfig.num_generations must be >= 2 for {algorithm}, which"):
+            RLConfig(algorithm=algorithm, num_generations=1)
+    assert RLConfig(algorithm="ppo", num_generations=1).num_generations == 1
+    assert RLConfig(num_prompts=2, num_generations=2, num_minibatches=4).num_minibatches == 4  # one rollout each
+    with pytest.raises(ValueError, match=r"^RLConfig.num_minibatches must be <= num_prompts \* num_generations = 4 "
+                                         r"rollouts per step, got 5$"):
+        RLConfig(num_prompts=2, num_generations=2, num_minibatches=5)

@@ -74,3 +74,20 @@ def test_subsample_r2_draws_subsets_without_replacement():
     assert not np.array_equal(S.subsample_r2(x, y, 4, draws=20, seed=1), S.subsample_r2(x, y, 4, draws=20, seed=2))
     with pytest.raises(ValueError, match="size must be an integer in \\[3, 10\\]"):
         S.subsample_r2(x, y, size=11)
+
+
+def test_small_spreads_are_not_mistaken_for_constants():
+    """The 'constant' guards are exact zeros, not thresholds: y spread over 0.2 still has an R², two points a ρ."""
+    # y = (0, 0.1, 0.2) lies on a line: SS_tot = 0.02, well under 1
+    assert S.r_squared([0.0, 1.0, 2.0], [0.0, 0.1, 0.2]) == pytest.approx(1.0)
+    # two points: centred ranks (-0.5, 0.5), so the denominator is sqrt(0.5 * 0.5) = 0.5
+    assert S.spearman([1.0, 2.0], [3.0, 4.0]) == pytest.approx(1.0)
+    assert S.spearman([1.0, 2.0], [4.0, 3.0]) == pytest.approx(-1.0)
+
+
+def test_subsample_r2_defaults_are_2000_draws_from_seed_0():
+    x = np.arange(8.0)
+    y = np.sin(x)
+    default = S.subsample_r2(x, y, size=4)
+    assert default.shape == (2000,)
+    assert np.array_equal(default, S.subsample_r2(x, y, size=4, draws=2000, seed=0))

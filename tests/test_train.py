@@ -97,3 +97,60 @@ def test_bad_inputs():
         sft.train(_model(), [("a" * 60, "b")], SFTConfig(max_steps=1), progress=False)
     with pytest.raises(ValueError, match="learning_rate"):
         SFTConfig(learning_rate=0)
+
+
+# --------------------------------------------------------------------------- every trainer's progress bar
+def _one_step_of(trainer: str, **kwargs):
+    """One step of `trainer` on a tiny GPT, with `kwargs` (progress=..., desc=...) passed to its train()."""
+    from toyenv.pairs import PreferencePair
+    from toyenv.tasks import general_points_task
+    from toyenv.trainers import dpo, reward_model, rl
+
+    model = _model()
+    if trainer == "sft":
+        return sft.train(model, reverse_dataset(4, seed=0), SFTConfig(max_steps=1, batch_size=2, warmup_steps=0),
+                         **kwargs)
+    pairs = [PreferencePair("a:", "b", "c", reward_chosen=1.0, reward_rejected=0.0),
+             PreferencePair("d:", "e", "f", reward_chosen=2.0, reward_rejected=-1.0)]
+    if trainer == "reward_model":
+        rm = reward_model.RewardModel.from_gpt(model)
+        return reward_model.train(rm, pairs, reward_model.RewardConfig(max_steps=1, batch_size=2), **kwargs)
+    if trainer.startswith("dpo"):
+        cfg = dpo.PreferenceConfig(loss_type=trainer.split(":")[1], max_steps=1, batch_size=2, warmup_steps=0,
+                                   eval_every=0)
+        return dpo.train(model, pairs, cfg, **kwargs)
+    cfg = rl.RLConfig(algorithm=trainer.split(":")[1], max_steps=1, num_prompts=2, num_generations=2,
+                      max_new_tokens=2, eval_every=0)
+    seed_everything(0)
+    policy = GPT(GPTConfig(block_size=96, n_layer=1, n_head=2, n_embd=32))  # room for a GeneralPoints prompt
+    return rl.train(policy, general_points_task("ten"), cfg, **kwargs)
+
+
+@pytest.mark.parametrize("trainer, name", [("sft", "SFT"), ("reward_model", "reward model"), ("dpo:dpo", "dpo"),
+                                           ("dpo:rebel", "rebel"), ("rl:rloo", "RL (rloo)"), ("rl:grpo", "RL (grpo)")])
+def test_every_trainer_shows_a_named_bar_unless_told_not_to(trainer, name, capsys):
+    _one_step_of(trainer)                        # the default: a bar, named for the trainer
+    assert f"{name}:" in capsys.readouterr().err
+    _one_step_of(trainer, desc="my run")         # a name of the caller's
+    err = capsys.readouterr().err
+    assert "my run:" in err and f"{name}:" not in err
+    _one_step_of(trainer, progress=False)        # none at all
+    assert capsys.readouterr().err == ""
+
+
+def test_epoch_batches_draw_every_epoch_from_the_given_generator():
+    """Each epoch's permutation comes from `generator`, not the global stream: re-seeding torch between epochs
+    changes nothing, and each epoch visits every index once."""
+    from toyenv.trainers.common import epoch_batches
+
+    runs = []
+    for global_seed in (1, 2):
+        batches = epoch_batches(6, 3, torch.Generator().manual_seed(0))
+        run = []
+        for _ in range(6):  # three epochs of two batches
+            torch.manual_seed(global_seed)
+            run.append(list(map(int, next(batches))))
+        runs.append(run)
+    assert runs[0] == runs[1]
+    for epoch in range(3):
+        assert sorted(runs[0][2 * epoch] + runs[0][2 * epoch + 1]) == list(range(6))

@@ -2,6 +2,7 @@
 one exact update of each trainer, and the exact measures, each against a hand computation or an independent
 implementation written here."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -250,3 +251,94 @@ def test_activation_change_by_hand():
     # each image's last-layer activations move by exactly (30, 40, 0, 0): 50
     assert T.activation_change(moved, base, x) == pytest.approx(50.0, rel=1e-5)
     assert T.activation_change(base, base, x) == 0.0
+
+
+@pytest.mark.parametrize("config, field, refused, accepted", [
+    (T.PretrainConfig, "new_examples", [0, 1.5, True], [1]),
+    (T.PretrainConfig, "old_examples", [0, 2.0], [1]),
+    (T.PretrainConfig, "epochs", [0], [1]),
+    (T.PretrainConfig, "batch_size", [0], [1]),
+    (T.PretrainConfig, "hidden", [0], [1]),
+    (T.PretrainConfig, "seed", [1.5, "0", None], [0, -3]),
+    (T.PretrainConfig, "learning_rate", [0, -1e-3, float("inf"), float("nan")], [0.5, 1e-9]),
+    (T.SFTConfig, "epochs", [0], [1]),
+    (T.SFTConfig, "batch_size", [0], [1]),
+    (T.SFTConfig, "seed", [1.5], [0, -3]),
+    (T.SFTConfig, "learning_rate", [0, float("nan")], [0.5]),
+    (T.RLConfig, "max_steps", [0], [1]),
+    (T.RLConfig, "num_prompts", [0], [1]),
+    (T.RLConfig, "num_generations", [0], [1]),
+    (T.RLConfig, "seed", [1.5], [0]),
+    (T.RLConfig, "learning_rate", [0, float("inf")], [0.5]),
+    (T.RLConfig, "beta", [-0.1, float("nan")], [0, 0.0, 2.5]),
+    (T.RLConfig, "baseline", ["no", 1, None], [True, False]),
+])
+def test_every_setting_is_refused_outside_its_range_with_its_name(config, field, refused, accepted):
+    for value in refused:
+        with pytest.raises(ValueError, match=rf"^{config.__name__}\.{field} must be .*, got {re.escape(repr(value))}"):
+            config(**{field: value})
+    for value in accepted:
+        assert getattr(config(**{field: value}), field) == value
+
+
+def test_pretraining_is_minibatch_adam_in_an_order_drawn_from_its_own_seed():
+    """pretrain written out here: the model initialised under torch.manual_seed(seed), the union of the tasks, and
+    each epoch's order a permutation from a torch.Generator seeded with the same seed; Adam at the config's rate."""
+    tasks = [T.make_data(T.NEW, 9, seed=0), T.make_data(T.OLD_SHAPES, 8, seed=0)]
+    cfg = T.PretrainConfig(epochs=2, batch_size=5, learning_rate=0.03, hidden=8, seed=4)
+    got = T.pretrain(tasks, cfg)
+    torch.manual_seed(4)
+    want = T.Classifier(8)
+    x, y = torch.cat([t.x for t in tasks]), torch.cat([t.label for t in tasks])
+    opt = torch.optim.Adam(want.parameters(), lr=0.03)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(2):
+        order = torch.randperm(17, generator=gen)
+        for start in range(0, 17, 5):  # batches of 5, 5, 5 and 2
+            idx = order[start:start + 5]
+            opt.zero_grad()
+            F.cross_entropy(want(x[idx]), y[idx]).backward()
+            opt.step()
+    for p, q in zip(got.parameters(), want.parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-12)
+    assert not got.training
+
+
+def test_diverging_pretraining_names_its_step_and_learning_rate():
+    tasks = [T.make_data(T.NEW, 20, seed=0)]
+    with pytest.raises(FloatingPointError) as err:
+        T.pretrain(tasks, T.PretrainConfig(epochs=5, batch_size=5, learning_rate=1e200, hidden=8))
+    message = str(err.value)
+    step = int(re.search(r"at step (\d+)", message).group(1))
+    assert message.startswith("pretraining ") and "learning_rate=1e+200" in message
+    # the first step starts from finite weights, so it cannot be the one that diverges; count the steps again here
+    assert 2 <= step <= 5 * 4
+    cfg = T.PretrainConfig(epochs=5, batch_size=5, learning_rate=1e200, hidden=8)
+    torch.manual_seed(cfg.seed)
+    model = T.Classifier(8)
+    opt = torch.optim.Adam(model.parameters(), lr=1e200)
+    gen, n = torch.Generator().manual_seed(cfg.seed), 0
+    finite = True
+    while finite:
+        order = torch.randperm(20, generator=gen)
+        for start in range(0, 20, 5):
+            n += 1
+            loss = F.cross_entropy(model(tasks[0].x[order[start:start + 5]]), tasks[0].label[order[start:start + 5]])
+            opt.zero_grad()
+            loss.backward()
+            grad = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+            if not (torch.isfinite(loss) and torch.isfinite(grad)):
+                finite = False
+                break
+            opt.step()
+    assert step == n
+
+
+def test_the_old_tasks_shapes_by_hand():
+    """Ink per clean shape, counted by hand on the 8x8 grid: solid square rows/cols 2..5 (16), hollow square on
+    rows/cols 1 and 6 between 1 and 6 (4 * 6 - 4 = 20), plus on row and column 3 (15), X on both diagonals (16),
+    stripes every third row or column (3 * 8 = 24 each), checkerboard (32), the main diagonal (8)."""
+    clean = T.make_data(T.OLD_SHAPES, 400, seed=0, noise=0.0)
+    ink = (clean.x[:, :64] != 0).sum(1)
+    for label, pixels in {0: 16, 1: 20, 2: 15, 3: 16, 4: 24, 5: 24, 6: 32, 9: 8}.items():
+        assert (clean.label == label).any() and (ink[clean.label == label] == pixels).all(), label

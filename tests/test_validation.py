@@ -323,3 +323,24 @@ def test_any_in_range_sft_config_trains_a_step(data):
     h = sft.train(model, reverse_dataset(8), cfg, TOK, progress=False)
     assert len(h["loss"]) == 1 and math.isfinite(h["loss"][0]) and math.isfinite(h["grad_norm"][0])
     assert _finite(model) and any(not torch.equal(p, q) for p, q in zip(model.parameters(), before.parameters()))
+
+
+def test_a_non_finite_rl_loss_names_the_learning_rate():
+    """A reference whose log-probs are NaN makes the KL term of the loss NaN at the first step: the run stops on the
+    loss (before backward), naming the step and the learning rate."""
+    ref = _gpt(1)
+    with torch.no_grad():
+        ref.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"^RL loss became nan at step 0 \(learning_rate=0\.001\)"):
+        _run_rl(_gpt(2), ref, beta=0.1, kl_in="loss", kl_estimator="k3")
+
+
+def test_rl_minibatch_order_comes_from_the_run_seed_not_the_global_stream():
+    """Two runs with the same config give the same history whatever the global torch RNG was set to before."""
+    histories = []
+    for global_seed in (1, 2):
+        policy, ref = _gpt(2), _gpt(2)  # (seed_everything inside)
+        torch.manual_seed(global_seed)  # the global stream, changed after the models are built
+        histories.append(_run_rl(policy, ref, algorithm="ppo", num_minibatches=2, num_iterations=2, max_steps=2,
+                                 beta=0.0))
+    assert histories[0]["loss"] == histories[1]["loss"]

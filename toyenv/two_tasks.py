@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .trainers.common import ensure_finite
-from .validation import check_choice, check_int, check_number
+from .validation import check_bool, check_choice, check_int, check_number
 
 __all__ = ["NUM_LABELS", "NEW", "OLD_SHAPES", "OLD_SHARED", "OLD_TASKS", "TARGETS", "Data", "make_data",
            "Classifier", "PretrainConfig", "SFTConfig", "RLConfig", "pretrain", "sft", "rl", "sft_labels",
@@ -197,6 +197,7 @@ class RLConfig:
         check_int(self, "seed")
         check_number(self, "learning_rate", above=0)
         check_number(self, "beta", at_least=0)
+        check_bool(self, "baseline")
 
 
 def _step(model: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, step: int, lr: float, what: str):

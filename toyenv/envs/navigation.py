@@ -539,6 +539,8 @@ def evaluate(
     is 30 characters, plus EOS.
     """
     kind = check_kind(action_space_kind)
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
+        raise ValueError(f"n_episodes must be an integer >= 1, got {n_episodes!r}")
     episodes = oracle_episodes(n_episodes, kind, seed, env_kwargs)
     flat = [(e, s) for e, ep in enumerate(episodes) for s in ep]
     completions = complete(model, tokenizer, [s.prompt for _, s in flat], max_new_tokens, batch_size=int(batch_size),
@@ -562,11 +564,11 @@ def evaluate(
             samples.append(
                 {"prompt": s.prompt, "completion": completion, "expected": s.action, "correct": ok, "reason": reason}
             )
-    n_steps = len(flat)
+    n_steps = len(flat)  # >= 1: every route has at least one state
     return {
-        "per_step_accuracy": n_correct / n_steps if n_steps else 0.0,
-        "route_success": sum(episode_ok) / len(episodes) if episodes else 0.0,
-        "malformed_rate": n_malformed / n_steps if n_steps else 0.0,
+        "per_step_accuracy": n_correct / n_steps,
+        "route_success": sum(episode_ok) / len(episodes),
+        "malformed_rate": n_malformed / n_steps,
         "n_steps": n_steps,
         "n_episodes": len(episodes),
         "samples": samples,

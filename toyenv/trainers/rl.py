@@ -35,6 +35,7 @@ penalty uses), the policy's entropy, β, and a few samples.
 """
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
@@ -132,9 +133,11 @@ class AdaptiveKLController:
     """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float) -> None:
-        if init_kl_coef <= 0 or target <= 0 or horizon <= 0:
-            raise ValueError("AdaptiveKLController needs init_kl_coef, target and horizon > 0 "
-                             f"(got {init_kl_coef}, {target}, {horizon})")
+        # `x > 0` is False for NaN, so NaN is refused with the non-positive values; isfinite refuses infinities.
+        if not all(isinstance(x, numbers.Real) and not isinstance(x, bool) and x > 0 and np.isfinite(x)
+                   for x in (init_kl_coef, target, horizon)):
+            raise ValueError("AdaptiveKLController needs init_kl_coef, target and horizon finite numbers > 0 "
+                             f"(got {init_kl_coef!r}, {target!r}, {horizon!r})")
         self.value = float(init_kl_coef)
         self.target = float(target)
         self.horizon = float(horizon)
@@ -286,7 +289,7 @@ def train(
     keys = ("reward", "reward_std", "kl", "kl_penalty", "entropy", "beta", "loss", "clip_frac", "length",
             "grad_norm", "seconds")
     extra_rewards = dict(extra_rewards or {})
-    clash = set(extra_rewards) & (set(keys) | {"step", "samples", "eval", "config"})
+    clash = set(extra_rewards) & (set(keys) | {"step", "ptx_loss", "samples", "eval", "config"})
     if clash:
         raise ValueError(f"extra_rewards names {sorted(clash)} clash with the history's own keys")
     history: dict[str, Any] = {"step": [], **{k: [] for k in keys}, **{k: [] for k in extra_rewards},
