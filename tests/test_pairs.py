@@ -369,8 +369,8 @@ def test_with_margin_needs_a_strength():
 
 
 class _ScriptedTask:
-    """A task whose hands are 'h0:', 'h1:', ... and whose reward reads the prompt: hand j's samples (completions
-    'c<row>') score as scores[j] says, and a reward called with the wrong prompts fails."""
+    """A task whose hands are 'h0:', 'h1:', ... and whose reward reads the prompt: sample s of hand j (completion
+    'c<call>.<row>', s = row mod 2) scores scores[j][s], and a reward called with the wrong prompts fails."""
 
     def __init__(self, scores):
         self.scores, self.dealt = scores, 0
@@ -447,8 +447,9 @@ def test_the_pool_grades_its_corruptions_against_the_hands_target():
 
 
 def test_a_reward_outside_the_verifiers_table_is_of_kind_other():
-    from toyenv.pairs import _graded
     import numpy as np
+
+    from toyenv.pairs import _graded
 
     pair = _graded("p:", {}, ("a", 0.7), ("b", 0.2), np.random.default_rng(0), 0.0)
     assert (pair.chosen, pair.info["kind_chosen"], pair.info["kind_rejected"]) == ("a", "other", "other")
