@@ -199,12 +199,14 @@ def test_tabular_dpo_takes_integer_rewards():
 
 
 def test_the_default_reference_is_a_frozen_copy_of_the_starting_policy(small_model, pairs):
-    """ref=None trains exactly as an explicit copy of the policy made before training would."""
+    """ref=None trains, and monitors, exactly as an explicit copy of the policy made before training would."""
     implicit = copy.deepcopy(small_model)
     explicit = copy.deepcopy(small_model)
-    h1 = dpo.train(implicit, pairs, _cfg("dpo", learning_rate=1e-2), progress=False)
-    h2 = dpo.train(explicit, pairs, _cfg("dpo", learning_rate=1e-2), ref=copy.deepcopy(small_model), progress=False)
+    h1 = dpo.train(implicit, pairs, _cfg("dpo", learning_rate=1e-2), monitor_pairs=pairs[:4], progress=False)
+    h2 = dpo.train(explicit, pairs, _cfg("dpo", learning_rate=1e-2), ref=copy.deepcopy(small_model),
+                   monitor_pairs=pairs[:4], progress=False)
     assert h1["loss"] == h2["loss"] and h1["loss"][-1] != h1["loss"][0]
+    assert h1["eval"] == h2["eval"] and h1["eval"][-1][1]["chosen_delta"] != 0  # measured against the start
     assert all(torch.equal(a, b) for a, b in zip(implicit.parameters(), explicit.parameters()))
 
 
