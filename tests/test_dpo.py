@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from toyenv.kl import kl_regularized_optimum
 from toyenv.pairs import PreferencePair, general_points_pairs
@@ -101,7 +102,7 @@ def test_tabular_dpo_reaches_the_kl_regularized_optimum(beta):
 
 
 def test_tabular_dpo_rejects_bad_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^beta must be > 0, got 0.0$"):
         tabular_dpo(torch.zeros(3), torch.zeros(3), 0.0)
     with pytest.raises(ValueError):
         tabular_dpo(torch.zeros(3), torch.zeros(4), 1.0)
@@ -192,10 +193,12 @@ def test_each_epoch_visits_every_pair_once(small_model, monkeypatch):
         assert seen == sorted(round(w, 4) for w in want), epoch
 
 
-def test_tabular_dpo_takes_integer_rewards():
+def test_tabular_dpo_takes_integer_rewards_and_logits():
     ref = torch.tensor([0.5, 0.0, -0.5], dtype=torch.float64)
-    assert torch.equal(tabular_dpo(ref, [0, 1, 2], 1.0, steps=50),
-                       tabular_dpo(ref, torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), 1.0, steps=50))
+    want = tabular_dpo(ref, torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), 1.0, steps=50)
+    assert torch.equal(tabular_dpo(ref, [0, 1, 2], 1.0, steps=50), want)
+    assert torch.equal(tabular_dpo([1, 0, -1], [0, 1, 2], 1.0, steps=50),
+                       tabular_dpo(torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64), [0, 1, 2], 1.0, steps=50))
 
 
 def test_the_default_reference_is_a_frozen_copy_of_the_starting_policy(small_model, pairs):
@@ -219,3 +222,36 @@ def test_the_history_has_one_number_per_step_in_every_list(small_model, pairs, l
     assert all(v < 0 for v in history["chosen_logp"] + history["rejected_logp"])  # log-probs of whole sequences
     split = loss_type == "dpo_nll"  # only DPO+NLL logs its two parts; the others log NaN there
     assert all(math.isnan(v) != split for v in history["dpo"] + history["nll"])
+
+
+def test_the_monitor_runs_before_training_every_eval_every_steps_and_after_the_last(small_model, pairs):
+    cfg = PreferenceConfig(loss_type="dpo", max_steps=7, batch_size=4, learning_rate=1e-3, warmup_steps=0,
+                           eval_every=3)
+    h = dpo.train(copy.deepcopy(small_model), pairs, cfg, eval_fn=lambda m: {"probe": 1.0}, progress=False)
+    assert [s for s, _ in h["eval"]] == [0, 3, 6, 7]
+
+
+def test_tabular_dpo_follows_adam_on_the_expected_loss_step_by_step():
+    """Before convergence the path depends on how often each pair is drawn (π_ref(i) π_ref(j), i ≠ j) and on the
+    labels' probabilities σ(r_i − r_j): 30 Adam steps on the expected loss of the docstring, written out here with
+    loops over the pairs, land where tabular_dpo does. (At convergence any positive pair weights give the same π*.)"""
+    import itertools
+    ref = torch.tensor([1.0, 0.0, -0.5, 0.3], dtype=torch.float64)
+    r = torch.tensor([0.0, 1.0, 2.0, -1.0], dtype=torch.float64)
+    beta, lr, steps = 0.7, 0.05, 30
+    ref_logp = torch.log_softmax(ref, -1)
+    logits = ref_logp.clone().requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=lr)
+    for _ in range(steps):
+        logp = torch.log_softmax(logits, -1)
+        loss = 0.0
+        for i, j in itertools.permutations(range(4), 2):
+            h = (logp[i] - ref_logp[i]) - (logp[j] - ref_logp[j])
+            p_ij = 1 / (1 + math.exp(-(r[i] - r[j]).item()))
+            w = math.exp(ref_logp[i].item() + ref_logp[j].item())
+            loss = loss - w * (p_ij * F.logsigmoid(beta * h) + (1 - p_ij) * F.logsigmoid(-beta * h))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    want = torch.log_softmax(logits.detach(), -1).float()
+    assert torch.allclose(tabular_dpo(ref, r, beta, steps=steps, lr=lr), want, atol=1e-6)

@@ -343,10 +343,11 @@ def test_deal_only_solvable_and_ranked_has_face_card():
 def test_deal_rejects_bad_arguments():
     with pytest.raises(ValueError):
         gp.deal(0, "royal")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^num_cards must be an integer, one of \(2, 3, 4\), got 7$"):
         gp.deal(0, "ten", num_cards=7)
     with pytest.raises(ValueError, match="no solvable"):
         gp.deal(0, "ten", target=100_000, max_tries=50)
+    assert gp.deal(5) == gp.deal(5, "ten", 24, 4)  # the defaults: face cards count 10, target 24, four cards
 
 
 def test_expert_answers_verify():
@@ -480,7 +481,7 @@ def test_env_constructor_refuses_bad_arguments(field, value):
 
 def test_env_constructor_names_bad_target_and_accepts_numpy_ints():
     for bad in (24.0, "24", None):
-        with pytest.raises(TypeError, match=re.escape(f"target must be an int, got {bad!r}")):
+        with pytest.raises(TypeError, match=re.escape(f"target must be an int, got {bad!r} ({type(bad).__name__})")):
             gp.GeneralPointsEnv(target=bad)
     env = gp.GeneralPointsEnv(num_cards=np.int64(3), max_answer_chars=np.int32(gp.MAX_ANSWER_LENGTH),
                               target=np.int8(24))
@@ -557,7 +558,7 @@ def test_rollout_rewards_and_verify_batch():
     assert gp.rollout_rewards(["", "1/0", None, "x", "(" * 50], infos) == [-3.0] * 5
     verdicts = gp.verify_batch(answers, [i["cards"] for i in infos], "ten")
     assert all(v.correct for v in verdicts)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^2 completions but 5 infos$"):
         gp.rollout_rewards(answers[:2], infos)
 
 
@@ -694,3 +695,45 @@ def test_verify_batch_defaults_to_rule_ten_and_names_a_length_mismatch():
     assert not gp.verify_batch(["10*2+2+2"], [hand], "ranked")[0].correct
     with pytest.raises(ValueError, match=r"^2 completions but 1 hands"):
         gp.verify_batch(["1", "2"], [hand])
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("3*8*1*1", "correct: 3*8*1*1 = 24"),
+    ("3*8*1*1 = 24", "correct: 3*8*1*1 = 24"),
+    ("3*8*1*1 = 25", "correct: 3*8*1*1 = 24 (the claimed =25 is wrong but ignored)"),
+    ("3*8*1*1 = -24", "correct: 3*8*1*1 = 24 (the claimed =-24 is wrong but ignored)"),
+    ("3 8*1*1", "illegal: unexpected number 8 at position 2 (expected an operator or '=')"),
+    ("3*8*1*1 = 24 24", "illegal: unexpected text at position 13 after the claimed value"),
+    ("3*8*1*1 = -", "illegal: expected a number after '='"),
+    ("(3 8)*1*1", "illegal: expected ')' at position 3"),
+    ("-3*8*1*1", "illegal: unary minus at position 0 is not allowed"),
+    ("3*8*1*1 +", "illegal: formula ends where a number or '(' was expected"),
+    ("1*2*3*4*5*6*7*8*9 = 24", "uses 9 numbers (1..9) but the cards are 3, 8, A(=1), A(=1)"),
+])
+def test_verify_says_why_in_words_written_out_by_hand(answer, reason):
+    """The reason for each verdict, exactly: a claimed value (also a negative one) is read and, when wrong,
+    noted but ignored; a parse error names what it found and where (positions count from 0)."""
+    assert gp.verify(["3", "8", "A", "A"], answer).reason == reason
+
+
+def test_verify_turns_any_parser_crash_into_an_illegal_verdict(monkeypatch):
+    """The defensive branch: an exception the grammar did not foresee still gets the illegal verdict, never a
+    crash and never a reward."""
+    def crash(text):
+        raise RecursionError("deep")
+    monkeypatch.setattr(gp, "_parse", crash)
+    v = gp.verify(["3", "8", "A", "A"], "3*8*1*1")
+    assert (v.correct, v.reward, v.reason, v.value) == (False, gp.REWARD_ILLEGAL,
+                                                        "illegal: could not parse (RecursionError)", None)
+
+
+def test_the_answer_length_limit_is_inclusive():
+    fits = "3*8*1*1" + " " * (gp.MAX_ANSWER_LENGTH - 7)
+    assert len(fits) == gp.MAX_ANSWER_LENGTH and gp.verify(["3", "8", "A", "A"], fits).correct
+    over = gp.verify(["3", "8", "A", "A"], fits + " ")
+    assert over.reason == f"illegal: answer is {gp.MAX_ANSWER_LENGTH + 1} characters long (limit {gp.MAX_ANSWER_LENGTH})"
+
+
+def test_expert_answer_names_a_hand_that_cannot_make_the_target():
+    with pytest.raises(ValueError, match=r"^cards \['A', 'A', 'A', 'A'\] cannot make 24 under rule 'ten'$"):
+        gp.expert_answer(["A", "A", "A", "A"])

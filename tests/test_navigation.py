@@ -691,3 +691,78 @@ def test_evaluate_refuses_a_sampler_that_loses_rows(monkeypatch):
     monkeypatch.setattr(nav, "complete", lambda model, tok, prompts, n, **kw: ["forward()"] * (len(prompts) - 1))
     with pytest.raises(ValueError, match=r"^model.generate returned (\d+) rows for (\d+) prompts"):
         evaluate("model", TOK, n_episodes=2)
+
+
+# --------------------------------------------------------------------------- the prompt's history and info
+
+
+def _history_by_hand(actions: list[str]) -> str:
+    """The prompt's history line written out here: turn / fwd / stop, runs of one action as 'fwd x3'."""
+    names = ["turn" if a.startswith("turn_direction(") else "fwd" if a == "forward()" else "stop" for a in actions]
+    if not names:
+        return "none"
+    runs = []
+    for name in names:
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in runs)
+
+
+@pytest.mark.parametrize("kind", ACTION_SPACE_KINDS)
+def test_the_prompt_shows_the_actions_taken_so_far_and_info_counts_them(kind):
+    env = NavigationEnv(kind)
+    assert env.grid_size == 6  # the default the shipped studies were built on
+    repeats = 0
+    for seed in range(5):
+        obs, info = env.reset(seed=seed)
+        assert info["route"].grid_size == 6
+        taken = []
+        while True:
+            assert re.search(r"History: (.*)\n", obs).group(1) == _history_by_hand(taken)
+            assert info["step"] == len(taken)
+            action = info["expert_action"]
+            obs, r, term, trunc, info = env.step(action)
+            taken.append(action)
+            if term:
+                break
+        assert r == 1.0 and info["success"] is True
+        assert re.search(r"History: (.*)\n", obs).group(1) == _history_by_hand(taken)
+        assert _history_by_hand(taken).endswith("stop")
+        repeats += " x" in _history_by_hand(taken)
+        over = env.step("stop()")[4]  # after the episode: nothing more, and no success either
+        assert over["success"] is False and over["correct"] is False
+    assert repeats > 0  # some route has a leg of two or more steps
+
+
+def test_routes_reach_the_grids_edges():
+    """Legs may end on row 0 and on column 0 as well as on the last ones (a start anywhere, legs inside the grid)."""
+    env = NavigationEnv()
+    goals = [seg.goal for seed in range(200) for seg in env.reset(seed=seed)[1]["route"].segments]
+    for axis in (0, 1):
+        assert {g[axis] for g in goals} == set(range(6)), axis
+
+
+def test_malformed_action_messages_name_what_came():
+    assert parse_action(17)[1].endswith("expected a string, got int")
+    reason = parse_action("turn_direction(north) " + "y" * 100)[1]
+    assert "too long (122 characters)" in reason and "turn_direction(north)" in reason
+
+
+def test_constructor_messages_state_the_allowed_range():
+    with pytest.raises(ValueError, match=r"^NavigationEnv\.grid_size must be an integer in 3\.\.20, got 2$"):
+        NavigationEnv(grid_size=2)
+    with pytest.raises(ValueError, match=r"^NavigationEnv\.max_steps must be an integer >= 1, got 0$"):
+        NavigationEnv(max_steps=0)
+    env = NavigationEnv()
+    assert env.max_steps == 20 and env.num_segments == (2, 3)  # the documented defaults
+    assert env.action_space.contains("")  # an empty answer is a legal action: it is scored as malformed, not refused
+    with pytest.raises(RuntimeError, match=r"^call reset\(\) before step\(\)$"):
+        env.step("forward()")
+
+
+def test_landmarks_stand_on_either_side_about_equally_often():
+    env = NavigationEnv()
+    sides = [seg.side for seed in range(400) for seg in env.reset(seed=seed)[1]["route"].segments]
+    assert set(sides) == {"left", "right"} and 0.42 < sides.count("right") / len(sides) < 0.58, len(sides)

@@ -51,6 +51,21 @@ def test_sequence_logprob_matches_a_manual_sum():
         assert got_avg[b].item() == pytest.approx(sum(terms) / len(terms), abs=1e-4)
 
 
+def test_sequence_logprob_reads_the_given_masks_not_the_pad_id():
+    """A sampled row may hold the PAD id as a real token: with an explicit attention_mask it is scored like any
+    other (here against the plain causal forward pass), and a 0/1 completion mask of any dtype means the same as
+    a bool one."""
+    model = _gpt()
+    tokens = T([[1, 5, PAD_ID, 7, 8, 9]])       # PAD_ID at position 2 is a real, sampled token
+    attn = torch.ones_like(tokens, dtype=torch.bool)
+    scored = T([[False, False, True, True, True, False]])
+    with torch.no_grad():
+        logdist = torch.log_softmax(model(tokens)[0], -1)
+        want = sum(logdist[t - 1, tokens[0, t]].item() for t in (2, 3, 4))
+        for mask in (scored, scored.float(), scored.long()):
+            assert sequence_logprob(model, tokens, attn, mask).item() == pytest.approx(want, abs=1e-5)
+
+
 def test_sequence_logprob_rejects_misaligned_masks():
     model = _gpt()
     tokens, mask = collate(encode_pairs([("ab:", "ba"), ("abcd:", "x")]))
@@ -82,6 +97,8 @@ def test_pair_logprobs_scores_chosen_and_rejected_in_one_pass():
             assert torch.allclose(col, sequence_logprob(model, tokens, tokens != PAD_ID, mask), atol=1e-5)
     with pytest.raises(ValueError, match="prompt"):
         pair_logprobs(model, [("ab:", "ba", "bb")])
+    with pytest.raises(ValueError, match="^pair_logprobs needs at least one pair$"):
+        pair_logprobs(model, [])
 
 
 # --------------------------------------------------------------------------- DPO

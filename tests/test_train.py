@@ -154,3 +154,31 @@ def test_epoch_batches_draw_every_epoch_from_the_given_generator():
     assert runs[0] == runs[1]
     for epoch in range(3):
         assert sorted(runs[0][2 * epoch] + runs[0][2 * epoch + 1]) == list(range(6))
+
+
+def test_block_size_counts_the_tokens_the_model_reads():
+    """An example of n tokens feeds n − 1 of them to the model: block_size + 1 tokens fit, one more does not.
+    BOS + prompt + completion + EOS: 1 + 46 + 1 + 1 = 49 = 48 + 1 tokens."""
+    sft.train(_model(), [("a" * 46, "b")], SFTConfig(max_steps=1, batch_size=1), progress=False)
+    with pytest.raises(ValueError, match=r"1 example\(s\) exceed block_size 48 \(longest 50 tokens\)"):
+        sft.train(_model(), [("a" * 47, "b")], SFTConfig(max_steps=1, batch_size=1), progress=False)
+
+
+@pytest.mark.parametrize("completion_only_loss, targets", [(True, 3), (False, 6)])
+def test_completion_only_loss_chooses_the_targets(completion_only_loss, targets):
+    """("abc", "de"): BOS a b c d e EOS. The completion's targets are d, e and EOS (3); without completion_only_loss
+    every token after BOS is one (6)."""
+    history = sft.train(_model(), [("abc", "de")], SFTConfig(max_steps=1, batch_size=1,
+                        completion_only_loss=completion_only_loss), progress=False)
+    assert history["tokens"] == targets
+    assert history["config"]["completion_only_loss"] is completion_only_loss  # the config it ran with, kept
+
+
+def test_the_cosine_reaches_its_floor_at_max_steps_even_with_one_step_after_the_warmup():
+    from toyenv.trainers.common import lr_at
+    kw = dict(learning_rate=1.0, warmup_steps=4, min_lr_ratio=0.1)
+    assert [lr_at(s, max_steps=5, **kw) for s in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 0.1])
+    # 4 steps of cosine after the warmup: 1, (1 + cos(π/4))/2, 1/2, (1 − cos(π/4))/2 of the way down to the floor
+    c = (1 + 2 ** -0.5) / 2
+    assert [lr_at(s, max_steps=8, **kw) for s in range(4, 9)] == pytest.approx(
+        [1.0, 0.1 + 0.9 * c, 0.55, 0.1 + 0.9 * (1 - c), 0.1])

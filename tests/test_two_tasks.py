@@ -342,3 +342,103 @@ def test_the_old_tasks_shapes_by_hand():
     ink = (clean.x[:, :64] != 0).sum(1)
     for label, pixels in {0: 16, 1: 20, 2: 15, 3: 16, 4: 24, 5: 24, 6: 32, 9: 8}.items():
         assert (clean.label == label).any() and (ink[clean.label == label] == pixels).all(), label
+
+
+_SHAPES_BY_HAND = """
+........ ........ ...#.... #......# ######## #..#..#. #.#.#.#. ........ ........ #.......
+........ .######. ...#.... .#....#. ........ #..#..#. .#.#.#.# ...##... ..####.. .#......
+..####.. .#....#. ...#.... ..#..#.. ........ #..#..#. #.#.#.#. ..####.. .##..##. ..#.....
+..####.. .#....#. ######## ...##... ######## #..#..#. .#.#.#.# ..####.. .#....#. ...#....
+..####.. .#....#. ...#.... ...##... ........ #..#..#. #.#.#.#. .######. .#....#. ....#...
+..####.. .#....#. ...#.... ..#..#.. ........ #..#..#. .#.#.#.# .######. .##..##. .....#..
+........ .######. ...#.... .#....#. ######## #..#..#. #.#.#.#. ######## ..####.. ......#.
+........ ........ ...#.... #......# ........ #..#..#. .#.#.#.# ######## ........ .......#
+"""
+
+
+def test_the_old_tasks_glyphs_drawn_by_hand():
+    """The ten shapes pixel by pixel, drawn here from their description (solid square, hollow square, plus, X,
+    stripes across, stripes down, checkerboard, triangle, ring, diagonal): the ink counts above cannot see a plus
+    moved one row down or a checkerboard inverted."""
+    rows = [line.split() for line in _SHAPES_BY_HAND.strip().splitlines()]
+    want = np.array([[[ch == "#" for ch in row[k]] for row in rows] for k in range(10)], dtype=float)
+    got = T._shape_glyphs()
+    assert got.shape == (10, 8, 8)
+    for k in range(10):
+        assert np.array_equal(got[k], want[k]), f"shape {k}"
+
+
+def test_diverging_fine_tuning_names_the_trainer_and_the_quantity():
+    data = T.make_data(T.NEW, 20, seed=0)
+    with pytest.raises(FloatingPointError) as err:
+        T.sft(T.Classifier(hidden=8), data, T.SFTConfig(learning_rate=1e200, epochs=20, batch_size=5))
+    assert re.match(r"SFT (loss|gradient norm) ", str(err.value)), str(err.value)
+    with pytest.raises(FloatingPointError) as err:
+        T.rl(T.Classifier(hidden=8), data, T.RLConfig(learning_rate=1e200, max_steps=20, num_prompts=5))
+    # the diverged weights give NaN log-probs before any loss: named here, not by torch.multinomial's complaint
+    assert re.match(r"RL log-probabilities became nan at step \d+ \(learning_rate=1e\+200\)", str(err.value)), str(err.value)
+    # finite log-probs but a NaN loss (a broken reference): the loss check names it, with its step
+    nan_base = FixedLogits(torch.full((5, 10), float("nan")))
+    with pytest.raises(FloatingPointError, match=r"^RL loss became nan at step 1 \(learning_rate=0\.001\)"):
+        T.rl(T.Classifier(hidden=8), data, T.RLConfig(beta=0.1, max_steps=3, num_prompts=5), base=nan_base)
+    # a finite loss whose gradient is not: sqrt at 0 has an infinite slope
+    w = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    model = torch.nn.Module()
+    model.w = w
+    with pytest.raises(FloatingPointError, match=r"^SFT gradient norm became inf at step 4 \(learning_rate=0\.1\)"):
+        T._step(model, torch.optim.Adam([w], lr=0.1), w.sqrt().sum(), 4, 0.1, "SFT")
+
+
+def test_sft_draws_the_oracles_labels_from_base_not_from_the_model_it_trains(monkeypatch):
+    data = T.make_data(T.NEW, 10, seed=0)
+    seen = []
+    real = T.sft_labels
+    monkeypatch.setattr(T, "sft_labels", lambda target, d, base, seed: seen.append(base) or real(target, d, base, seed))
+    model, base = T.Classifier(hidden=8), T.Classifier(hidden=8)
+    T.sft(model, data, T.SFTConfig(target="oracle", epochs=1, batch_size=10), base=base)
+    T.sft(model, data, T.SFTConfig(target="any correct label", epochs=1, batch_size=10))
+    assert seen[0] is base and seen[1] is model
+
+
+def test_each_clean_image_is_its_glyph_moved_at_most_one_pixel_and_scaled():
+    """noise=0 leaves glyph · ink, moved by (dr, dc) in {−1, 0, 1}² with wrap-around: find the move by trying all
+    nine, pixel by pixel; every move occurs, and the ink strength differs from image to image within [0.5, 1.5]."""
+    data = T.make_data(T.OLD_SHAPES, 300, seed=3, noise=0.0)
+    glyphs, moves, inks = T._shape_glyphs(), set(), []
+    for img, label in zip(data.x[:, :64].reshape(-1, 8, 8).numpy(), data.label.tolist()):
+        ink = img.max()
+        found = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+                 if all(np.isclose(img[(r + dr) % 8, (c + dc) % 8], ink * glyphs[label][r, c])
+                        for r in range(8) for c in range(8))]
+        assert found, "an image that is no glyph moved by at most one pixel"
+        moves.update(found)
+        inks.append(ink)
+    assert moves == {(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
+    assert 0.5 <= min(inks) and max(inks) <= 1.5 and max(inks) - min(inks) > 0.5
+    assert len(T.make_data(T.NEW, 1, seed=0)) == 1                    # one example is a valid request
+
+
+def test_sft_shuffles_from_its_own_seed_not_the_global_generator():
+    """The same config gives the same model whatever the global RNG did before (the batch order comes from a
+    generator seeded with config.seed)."""
+    data = T.make_data(T.NEW, 40, seed=0)
+    models = []
+    for global_seed in (1, 2):
+        torch.manual_seed(0)
+        model = T.Classifier(hidden=8)
+        torch.manual_seed(global_seed)
+        models.append(T.sft(model, data, T.SFTConfig(target="one label per parity", epochs=2, batch_size=8)))
+    for p, q in zip(*(m.parameters() for m in models)):
+        assert torch.equal(p, q)
+
+
+def test_the_features_are_the_last_relu_layer():
+    """Classifier: Linear, ReLU, Linear, ReLU, then the head; `features` is the output of the second ReLU."""
+    torch.manual_seed(0)
+    model = T.Classifier(hidden=6)
+    x = torch.randn(50, 65, dtype=torch.float64)
+    with torch.no_grad():
+        h1 = torch.relu(model.body[0](x))
+        want = torch.relu(model.body[2](h1))
+        assert torch.equal(model.features(x), want) and (want == 0).any()
+        assert torch.allclose(model(x), model.head(want))

@@ -303,6 +303,8 @@ def rl(model: Classifier, data: Data, config: RLConfig, base: nn.Module | None =
     for step in range(1, config.max_steps + 1):
         idx = torch.randint(len(data), (config.num_prompts,), generator=gen)
         logp = F.log_softmax(model(data.x[idx]), -1)                          # (P, 10)
+        # a diverged step leaves infinite weights and NaN log-probs: say so here, not in multinomial's words
+        ensure_finite(logp.detach().sum(), "RL log-probabilities", step, config.learning_rate)
         with torch.no_grad():
             actions = torch.multinomial(logp.exp(), config.num_generations, replacement=True, generator=gen)
             reward = correct_mask(data.digit[idx]).gather(1, actions).float()  # (P, G)
