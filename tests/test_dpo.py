@@ -1,5 +1,6 @@
 """toyenv.trainers.dpo: the preference trainer and the tabular DPO optimum."""
 import copy
+import itertools
 import math
 
 import pytest
@@ -235,7 +236,6 @@ def test_tabular_dpo_follows_adam_on_the_expected_loss_step_by_step():
     """Before convergence the path depends on how often each pair is drawn (π_ref(i) π_ref(j), i ≠ j) and on the
     labels' probabilities σ(r_i − r_j): 30 Adam steps on the expected loss of the docstring, written out here with
     loops over the pairs, land where tabular_dpo does. (At convergence any positive pair weights give the same π*.)"""
-    import itertools
     ref = torch.tensor([1.0, 0.0, -0.5, 0.3], dtype=torch.float64)
     r = torch.tensor([0.0, 1.0, 2.0, -1.0], dtype=torch.float64)
     beta, lr, steps = 0.7, 0.05, 30

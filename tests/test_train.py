@@ -5,7 +5,7 @@ from toyenv import GPT, GPTConfig, seed_everything
 from toyenv.tasks import reverse_accuracy, reverse_dataset
 from toyenv.tokenizer import collate, encode_pairs
 from toyenv.trainers import sft
-from toyenv.trainers.common import scheduled_lr
+from toyenv.trainers.common import lr_at, scheduled_lr
 from toyenv.trainers.sft import SFTConfig
 
 
@@ -175,7 +175,6 @@ def test_completion_only_loss_chooses_the_targets(completion_only_loss, targets)
 
 
 def test_the_cosine_reaches_its_floor_at_max_steps_even_with_one_step_after_the_warmup():
-    from toyenv.trainers.common import lr_at
     kw = dict(learning_rate=1.0, warmup_steps=4, min_lr_ratio=0.1)
     assert [lr_at(s, max_steps=5, **kw) for s in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 0.1])
     # 4 steps of cosine after the warmup: 1, (1 + cos(π/4))/2, 1/2, (1 − cos(π/4))/2 of the way down to the floor
