@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from toyenv.course import run_check
-from toyenv.course.checks_02 import KL_BUG_HUNT_ANSWERS
+from toyenv.course.checks_02 import KL_BUG_GALLERY_ANSWERS, KL_BUG_GALLERY_OPTIONS, KL_BUG_HUNT_ANSWERS
 from toyenv.kl import k1, k2, k3
 
 
@@ -86,3 +86,72 @@ def _placements(k1_reward=None, k2_loss=None, k3_ratio=None):
 def test_placements_checker(fn, status, words):
     v = run_check("kl_placements", fn)
     assert v.status == status and words in v.message, v.message
+
+
+# --------------------------------------------------------------------------- the bug gallery
+def test_bug_gallery_checker_passes_the_key_and_explains_each_wrong_answer():
+    assert run_check("kl_bug_gallery", dict(KL_BUG_GALLERY_ANSWERS)).status == "PASS"
+    v = run_check("kl_bug_gallery", dict(KL_BUG_GALLERY_ANSWERS, A="forward", E="correct"))
+    assert v.status == "FAIL" and v.message.startswith("2 of 7 wrong.")
+    assert "A ('forward' is not it): which way round is the ratio?" in v.message
+    assert "E ('correct' is not it): k3 in the reward" in v.message
+    assert "B (" not in v.message  # right answers get no hint
+    assert "no answer yet for snippet(s) G" in run_check(
+        "kl_bug_gallery", {k: a for k, a in KL_BUG_GALLERY_ANSWERS.items() if k != "G"}).message
+    assert "not one of the options" in run_check("kl_bug_gallery", dict(KL_BUG_GALLERY_ANSWERS, D="typo")).message
+    assert "expected a dict" in run_check("kl_bug_gallery", "chi2").message
+    assert set(KL_BUG_GALLERY_ANSWERS.values()) <= set(KL_BUG_GALLERY_OPTIONS)
+
+
+def _expected_grad(per_sample, theta, phi):
+    """Σ_y π(y) ∇ per_sample(y), π's weights not differentiated, written out here."""
+    t = theta.clone().requires_grad_(True)
+    lp, lq = t.log_softmax(-1), phi.log_softmax(-1)
+    (lp.exp().detach() * per_sample(lp, lq)).sum().backward()
+    return t.grad
+
+
+def _numeric(f, theta, h=1e-6):
+    g = torch.zeros_like(theta)
+    for j in range(len(theta)):
+        e = torch.zeros_like(theta)
+        e[j] = h
+        g[j] = (f(theta + e) - f(theta - e)) / (2 * h)
+    return g
+
+
+def test_bug_gallery_key_is_what_the_snippets_do():
+    """Each snippet as code, its expected gradient against divergences differentiated numerically here."""
+    gen = torch.Generator().manual_seed(5)
+    theta, phi = torch.randn(6, generator=gen, dtype=torch.float64), torch.randn(6, generator=gen, dtype=torch.float64)
+    q = phi.softmax(-1)
+    reverse = _numeric(lambda t: float((t.softmax(-1) * (t.log_softmax(-1) - q.log())).sum()), theta)
+    forward = _numeric(lambda t: float((q * (q.log() - t.log_softmax(-1))).sum()), theta)
+    chi2 = _numeric(lambda t: 0.5 * float(((t.softmax(-1) - q) ** 2 / q).sum()), theta)
+    snippets = {  # per-sample quantity gradient descent minimizes; a reward R enters as −R·log π
+        "A": lambda lp, lq: torch.exp(lp - lq) - (lp - lq) - 1,
+        "B": lambda lp, lq: -(lp - lq).detach() * lp,
+        "C": lambda lp, lq: -(torch.exp(lq - lp) - (lq - lp) - 1),
+        "E": lambda lp, lq: (torch.exp(lq - lp) - (lq - lp) - 1).detach() * lp,
+        "F": lambda lp, lq: (lp - lq).detach() * lp,
+        "G": lambda lp, lq: torch.exp(lq - lp) - (lq - lp) - 1,
+    }
+    grads = {k: _expected_grad(f, theta, phi) for k, f in snippets.items()}
+    meaning = {"chi2": chi2, "correct": reverse, "forward": forward}
+    for key, g in grads.items():
+        answer = KL_BUG_GALLERY_ANSWERS[key]
+        if answer in meaning:
+            assert torch.allclose(g, meaning[answer], atol=1e-7), key
+        elif answer == "climbs":
+            assert g @ (reverse if key == "B" else forward) < 0, key  # descent on it raises the KL
+        else:  # biased: neither KL's direction
+            cos = [float(g @ d / (g.norm() * d.norm())) for d in (reverse, forward)]
+            assert max(cos) < 0.99, cos
+    # D: a softmax over the positions of per-token log-probs cannot see a policy uniformly more likely than the ref
+    import torch.nn.functional as F
+    ref_tok = -3 - 3 * torch.rand(4, 10, generator=gen, dtype=torch.float64)
+    for shift in (0.5, 2.0):
+        pol_tok = ref_tok + shift
+        d = F.kl_div(F.log_softmax(ref_tok, dim=-1), F.softmax(pol_tok, dim=-1), reduction="batchmean")
+        assert abs(d.item()) < 1e-12 and (pol_tok - ref_tok).sum(-1).mean() == pytest.approx(10 * shift)
+    assert KL_BUG_GALLERY_ANSWERS["D"] == "positions"

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from toyenv import GPT, GPTConfig, seed_everything, token_logprobs
-from toyenv.kl import estimator, exact_categorical, k1, k2, k3, per_token_kl, reduce_kl, sequence_kl
+from toyenv.kl import estimator, exact_categorical, k1, k2, k3, k3_clamped, per_token_kl, reduce_kl, sequence_kl
 
 
 def _gauss_logpdf(x, mu):
@@ -257,3 +257,28 @@ def test_completion_kl_and_tv_score_both_models_in_eval_mode():
             p.train(p_train), q.train(q_train)
             assert torch.equal(fn(p, q, ["ab", "cd"], tok, max_new_tokens=6), want), (fn.__name__, p_train, q_train)
             assert (p.training, q.training) == (p_train, q_train)
+
+
+def test_k3_clamped_is_verls_two_clamps_with_their_gradients():
+    """By hand: log r = log q − log p. Inside both ranges it is k3 with k3's gradient (dk3/dlog p = 1 − r); beyond
+    k3 = 10 the value is 10 and the gradient 0; beyond |log r| = 20 the log-ratio is held at ±20 (value 10)."""
+    logq = torch.zeros(5, dtype=torch.float64)
+    log_r = torch.tensor([0.5, -0.5, 2.0, 3.0, 30.0], dtype=torch.float64)
+    logp = (logq - log_r).requires_grad_(True)
+    out = k3_clamped(logp, logq)
+    r = log_r.exp()
+    want = torch.minimum(r - 1 - log_r, torch.tensor(10.0, dtype=torch.float64))
+    torch.testing.assert_close(out.detach(), want, rtol=0, atol=1e-12)
+    assert math.exp(3.0) - 1 - 3.0 > 10 and out[3].item() == 10.0  # e^3 − 4 = 16.1: clamped
+    out.sum().backward()
+    grad_want = torch.tensor([1 - math.exp(0.5), 1 - math.exp(-0.5), 1 - math.exp(2.0), 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(logp.grad, grad_want, rtol=0, atol=1e-12)
+    # the log-ratio clamp alone (value_max large): held at 20, so the value is e^20 − 21 and the gradient 0
+    v = k3_clamped(torch.tensor([-30.0], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64),
+                   value_max=1e12)
+    assert v.item() == pytest.approx(math.exp(20) - 21, rel=1e-12)
+    # float32: plain k3 overflows at log r = 100, the clamped one stays finite
+    assert torch.isinf(k3(torch.tensor([-100.0]), torch.tensor([0.0]))).all()
+    assert k3_clamped(torch.tensor([-100.0]), torch.tensor([0.0])).item() == 10.0
+    with pytest.raises(ValueError, match="log_ratio_max and value_max must be > 0"):
+        k3_clamped(logp, logq, value_max=0)

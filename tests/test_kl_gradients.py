@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from toyenv.kl import ESTIMATORS
 from toyenv.kl_gradients import (PLACEMENTS, Placement, all_sequences, atlas, closed_form, cosine, expected_gradient,
-                                 forward_kl_gradient, half_chi2_gradient, num_prefixes, reverse_kl_gradient,
-                                 sequence_kl_gradients, tabular_logprobs)
+                                 forward_kl_gradient, half_chi2_gradient, num_prefixes, off_policy_atlas,
+                                 reverse_kl_gradient, sequence_kl_gradients, tabular_logprobs)
 
 
 def _pq(theta, phi):
@@ -292,3 +292,60 @@ def test_surrogate_gradient_edge_cases_and_messages():
         surrogate_gradient(lambda lp, lq: lp, torch.tensor([0.0, float("inf"), 1.0]), ref)
     with pytest.raises(ValueError, match=r"^ref_logits must be finite$"):
         surrogate_gradient(lambda lp, lq: lp, logits, torch.tensor([0.0, float("nan"), 1.0]))
+
+
+# --------------------------------------------------------------------------- off-policy: PPO's later epochs
+def _off_policy_by_hand(theta, phi, old, weight, estimator):
+    """Σ_y π_old(y) w(y) ∇k(y) + Σ_y π_old(y) k(y) ∇w(y), written out: ∇ log π(y) = e_y − π, ∇k1 = ∇ log π,
+    ∇k2 = (log π − log q) ∇ log π, ∇k3 = (1 − q/π) ∇ log π, and w = π/π_old (∇w = w ∇ log π) or 1."""
+    p, q, o = torch.softmax(theta, -1), torch.softmax(phi, -1), torch.softmax(old, -1)
+    k = {"k2": 0.5 * (q / p).log() ** 2, "k3": q / p - 1 - (q / p).log()}[estimator]
+    dk = {"k2": (p / q).log(), "k3": 1 - q / p}[estimator]  # dk / d log π
+    w = p / o if weight != "none" else torch.ones_like(p)
+    coef = o * w * dk + (o * k * w if weight == "differentiable" else 0.0)  # per y, times ∇ log π(y)
+    eye = torch.eye(len(p), dtype=p.dtype)
+    return sum(coef[y] * (eye[y] - p) for y in range(len(p)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_off_policy_rows_by_hand_and_their_closed_forms(seed):
+    theta, phi = example(seed)
+    old = theta + 0.7 * torch.randn(6, generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64)
+    rows = {r["placement"]: r for r in off_policy_atlas(theta, phi, old)}
+    by_hand = {"k2 as a loss, no weight": ("none", "k2"), "k2 × sg(π/π_old) as a loss": ("detached", "k2"),
+               "k3 as a loss, no weight": ("none", "k3"), "k3 × sg(π/π_old) as a loss": ("detached", "k3"),
+               "k3 × π/π_old as a loss": ("differentiable", "k3")}
+    for name, (weight, est) in by_hand.items():
+        torch.testing.assert_close(rows[name]["gradient"], _off_policy_by_hand(theta, phi, old, weight, est),
+                                   rtol=0, atol=1e-12)
+    # the k1-in-the-reward row: Σ π ∇log π · (log π_old − log q)
+    p, q, o = torch.softmax(theta, -1), torch.softmax(phi, -1), torch.softmax(old, -1)
+    eye = torch.eye(6, dtype=torch.float64)
+    want = sum(p[y] * (o[y] / q[y]).log() * (eye[y] - p) for y in range(6))
+    torch.testing.assert_close(rows["k1 in the reward, from π_old"]["gradient"], want, rtol=0, atol=1e-12)
+    reverse, forward = numeric_gradient(reverse_kl, theta, phi), numeric_gradient(forward_kl, theta, phi)
+    for name, target in (("k2 × sg(π/π_old) as a loss", reverse), ("k3 × π/π_old as a loss", reverse),
+                         ("k3 × sg(π/π_old) as a loss", forward)):
+        assert torch.allclose(rows[name]["gradient"], target, atol=1e-8), name
+        assert rows[name]["error"] < 1e-10
+    for name in ("k2 as a loss, no weight", "k3 as a loss, no weight", "k1 in the reward, from π_old"):
+        assert rows[name]["error"] is None
+        assert (rows[name]["gradient"] - reverse).norm() > 0.02 * reverse.norm(), name
+
+
+def test_off_policy_rows_reduce_to_the_on_policy_atlas_when_old_is_the_policy():
+    theta, phi = example(7)
+    on = {r["placement"]: r["gradient"] for r in atlas(theta, phi)}
+    off = {r["placement"]: r["gradient"] for r in off_policy_atlas(theta, phi, theta)}
+    for off_name, on_name in (("k1 in the reward, from π_old", "k1 in the reward"),
+                              ("k2 as a loss, no weight", "k2 as a loss"), ("k3 as a loss, no weight", "k3 as a loss"),
+                              ("k3 × π/π_old as a loss", "k3 × π/π_old as a loss")):
+        torch.testing.assert_close(off[off_name], on[on_name], rtol=0, atol=1e-12)
+
+
+def test_off_policy_gradient_refuses_mismatched_shapes():
+    theta, phi = example(0)
+    with pytest.raises(ValueError, match="must have one shape"):
+        off_policy_atlas(theta, phi, theta[:5])
+    with pytest.raises(ValueError, match="old_logits must be finite"):
+        off_policy_atlas(theta, phi, torch.full((6,), float("nan"), dtype=torch.float64))

@@ -119,13 +119,15 @@ def _model_at(template, params):
     return m
 
 
-def _expected(template, params, ro, rows, old, ref_lp, cfg, beta, reward_sign=-1.0, swap_kl=False, clip=True):
+def _expected(template, params, ro, rows, old, ref_lp, cfg, beta, reward_sign=-1.0, swap_kl=False, clip=True,
+              kl_ratio=False):
     """(loss, flat gradient) of one update on `rows` of rollout `ro`, at `params`, by hand.
 
     R = r − β Σ_t k(π_old, π_ref) when the KL is in the reward; A from R; per token −ρA (REINFORCE family) or
     −min(ρA, clip(ρ, 1 ± ε)A) (grpo, ppo) with ρ = π/π_old; the mean over every generated token of `rows`, plus
-    β · mean_t k(π, π_ref) when the KL is in the loss. `reward_sign`, `swap_kl` and `clip` build the gradients of
-    the bugs the tests must tell apart from the real one."""
+    β · mean_t k(π, π_ref) when the KL is in the loss, each k times its token's ρ if `kl_ratio` (TRL's
+    use_bias_correction_kl). `reward_sign`, `swap_kl` and `clip` build the gradients of the bugs the tests must
+    tell apart from the real one."""
     est = KL[cfg.kl_estimator]
     R = ro.scores.double().tolist()
     if cfg.kl_in == "reward":
@@ -140,7 +142,7 @@ def _expected(template, params, ro, rows, old, ref_lp, cfg, beta, reward_sign=-1
             terms.append(-torch.minimum(ratio * A[b], ratio.clamp(1 - cfg.epsilon, 1 + cfg.epsilon) * A[b]))
         else:
             terms.append(-ratio * A[b])
-        kls.append(est(ref_lp[b], new[b]) if swap_kl else est(new[b], ref_lp[b]))
+        kls.append((ratio if kl_ratio else 1.0) * (est(ref_lp[b], new[b]) if swap_kl else est(new[b], ref_lp[b])))
     loss = torch.cat(terms).mean()
     if cfg.kl_in == "loss" and beta > 0:
         loss = loss + beta * torch.cat(kls).mean()
@@ -236,6 +238,32 @@ def test_kl_in_the_loss_is_the_estimator_of_policy_against_reference(monkeypatch
         assert _far(swapped, want)
     assert _close(steps[0][1], want)
     assert h["loss"][0] == pytest.approx(loss, rel=1e-4)
+
+
+@pytest.mark.parametrize("num_iterations", [1, 2])
+def test_the_bias_corrected_kl_is_k3_times_the_differentiable_ratio(monkeypatch, num_iterations):
+    """TRL's use_bias_correction_kl (DeepSeek-V3.2): β · mean_t ρ_t k3_t with ρ = π/π_old kept in the graph. In the
+    first pass ρ = 1 but its gradient is not zero; in the second the policy has moved (SGD, lr 0.1) and ρ ≠ 1 too."""
+    beta = 1.0
+    h, (ro,), steps, start, ref, cfg = _train(monkeypatch, sgd_lr=0.1, algorithm="grpo", beta=beta, kl_in="loss",
+                                             use_bias_correction_kl=True, num_iterations=num_iterations)
+    assert cfg.kl_estimator == "k3" and len(steps) == num_iterations
+    old, ref_lp = _old_and_ref(start, ref, ro)
+    rows = range(len(ro.prompts))
+    for params, got in steps:
+        loss, want = _expected(start, params, ro, rows, old, ref_lp, cfg, beta, kl_ratio=True)
+        _, plain = _expected(start, params, ro, rows, old, ref_lp, cfg, beta)  # k3 alone, GRPO's default
+        assert _far(plain, want)
+        assert _close(got, want)
+    assert h["loss"][0] == pytest.approx(statistics.mean(
+        [_expected(start, p, ro, rows, old, ref_lp, cfg, beta, kl_ratio=True)[0] for p, _ in steps]), rel=1e-4)
+
+
+def test_the_bias_correction_needs_the_kl_in_the_loss():
+    with pytest.raises(ValueError, match="use_bias_correction_kl .*kl_in='loss'.*got kl_in='reward'"):
+        RLConfig(use_bias_correction_kl=True, beta=0.1)
+    with pytest.raises(ValueError, match="use_bias_correction_kl must be True or False"):
+        RLConfig(use_bias_correction_kl="yes", kl_in="loss")
 
 
 # --------------------------------------------------------------------------- the clip, minibatches and epochs

@@ -11,7 +11,9 @@ import json
 
 import pytest
 
+from toyenv.experiments import kl_frontier as KF
 from toyenv.experiments import kl_penalty as K
+from toyenv.experiments import kl_placements as KP
 from toyenv.experiments import policy_gradients as PG
 from toyenv.experiments import preference as P
 from toyenv.experiments import ptx
@@ -79,6 +81,18 @@ def test_kl_penalty():
     assert_same_fields(K.study((K.RUNS[0], K.RUNS[-1]), config, progress=False), K.PATH)
 
 
+def test_kl_frontier():
+    config = dataclasses.replace(KF.CONFIG, max_steps=2, eval_every=1, num_prompts=2, num_generations=2,
+                                 max_new_tokens=4)
+    assert_same_fields(KF.study(betas=(0.0, 1.0), seeds=(0,), config=config, progress=False), KF.PATH)
+
+
+def test_kl_placements():
+    config = dataclasses.replace(KP.CONFIG, max_steps=2, num_prompts=2, num_generations=2, max_new_tokens=4)
+    assert_same_fields(KP.study(KP.PLACEMENTS[:1] + KP.PLACEMENTS[-1:], seeds=(0,), config=config, progress=False),
+                       KP.PATH)
+
+
 def test_policy_gradients():
     config = dataclasses.replace(PG.CONFIG, max_steps=1, num_prompts=2, num_generations=2, max_new_tokens=4)
     assert_same_fields(PG.study(config=config, eval_episodes=4, progress=False), PG.PATH)
@@ -128,7 +142,7 @@ def test_razor_classifier():
     assert_same_fields(RC.study(runs, progress=False), RC.PATH)
 
 
-@pytest.mark.parametrize("path", [K.PATH, PG.PATH, ptx.PATH, P.PATH, R.PATH, RC.PATH, S.PATH])
+@pytest.mark.parametrize("path", [K.PATH, KF.PATH, KP.PATH, PG.PATH, ptx.PATH, P.PATH, R.PATH, RC.PATH, S.PATH])
 def test_every_study_says_where_it_was_built(path):
     study = json.loads(path.read_text())
     assert "threads" in study["machine"] and "torch" in study["machine"]

@@ -48,6 +48,18 @@ def k3(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_r) - log_r
 
 
+def k3_clamped(logp: torch.Tensor, logq: torch.Tensor, log_ratio_max: float = 20.0,
+               value_max: float = 10.0) -> torch.Tensor:
+    """k3 with the two clamps verl's "low_var_kl" applies: log r into [−log_ratio_max, log_ratio_max] (so that
+    exp cannot overflow) and the estimate into [−value_max, value_max]. Finite on any finite input, but torch.clamp
+    passes no gradient where it clamps: a token whose k3 exceeds `value_max` (r = π_ref/π above about 13.6, or
+    below about e^−11, with the defaults) gets no KL gradient at all, exactly where the penalty is largest."""
+    if not (log_ratio_max > 0 and value_max > 0):
+        raise ValueError(f"log_ratio_max and value_max must be > 0, got {log_ratio_max!r} and {value_max!r}")
+    log_r = (logq - logp).clamp(-log_ratio_max, log_ratio_max)
+    return (torch.expm1(log_r) - log_r).clamp(-value_max, value_max)
+
+
 ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"k1": k1, "k2": k2, "k3": k3}
 
 

@@ -182,6 +182,66 @@ def atlas(logits, ref_logits, placements=PLACEMENTS) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------- off-policy: PPO's later epochs
+# After the first pass over a batch (num_iterations > 1) the policy π_θ has moved but the samples still come from
+# π_old. Each row is a per-sample surrogate s(log π_θ, log π_ref, log π_old) at a sample y ~ π_old; its expected
+# gradient is Σ_y π_old(y) ∇_θ s(y), and the right ones must still equal ∇KL(π_θ ‖ π_ref).
+@dataclass(frozen=True)
+class OffPolicy:
+    """One off-policy placement: the per-sample surrogate and the closed form it equals (None: neither KL's)."""
+
+    name: str
+    surrogate: object   # (logp, logq, logp_old) -> per-sample tensor
+    equals: str | None
+    note: str = ""
+
+
+def _ratio(logp, logp_old):
+    return torch.exp(logp - logp_old)
+
+
+OFF_POLICY = (
+    OffPolicy("k1 in the reward, from π_old", lambda lp, lq, lo: _ratio(lp, lo) * ESTIMATORS["k1"](lo, lq), None,
+              "PPO's epochs: ρ times the reward's −k1 fixed at rollout time; close to ∇KL(π‖ref) while π ≈ π_old"),
+    OffPolicy("k2 as a loss, no weight", lambda lp, lq, lo: ESTIMATORS["k2"](lp, lq), None,
+              "weighted by π_old instead of π: biased"),
+    OffPolicy("k2 × sg(π/π_old) as a loss", lambda lp, lq, lo: _ratio(lp, lo).detach() * ESTIMATORS["k2"](lp, lq),
+              "reverse_kl", "the importance weight, detached, restores π's weighting"),
+    OffPolicy("k3 as a loss, no weight", lambda lp, lq, lo: ESTIMATORS["k3"](lp, lq), None,
+              "GRPO's term after the first epoch: not even the forward KL's gradient"),
+    OffPolicy("k3 × sg(π/π_old) as a loss", lambda lp, lq, lo: _ratio(lp, lo).detach() * ESTIMATORS["k3"](lp, lq),
+              "forward_kl", "the forward KL again, as on-policy"),
+    OffPolicy("k3 × π/π_old as a loss", lambda lp, lq, lo: _ratio(lp, lo) * ESTIMATORS["k3"](lp, lq),
+              "reverse_kl", "DeepSeek-V3.2, TRL's use_bias_correction_kl: exact off-policy too"),
+)
+
+
+def off_policy_gradient(row: OffPolicy, logits, ref_logits, old_logits) -> torch.Tensor:
+    """Σ_y π_old(y) ∇_θ row.surrogate(log π_θ(y), log π_ref(y), log π_old(y)), exactly, in float64."""
+    theta = _as_logits(logits, "logits").requires_grad_(True)
+    logq = torch.log_softmax(_as_logits(ref_logits, "ref_logits"), -1)
+    logp_old = torch.log_softmax(_as_logits(old_logits, "old_logits"), -1)
+    if not (logq.shape == theta.shape == logp_old.shape):
+        raise ValueError(f"logits {tuple(theta.shape)}, ref_logits {tuple(logq.shape)} and old_logits "
+                         f"{tuple(logp_old.shape)} must have one shape")
+    logp = torch.log_softmax(theta, -1)
+    (grad,) = torch.autograd.grad((logp_old.exp() * row.surrogate(logp, logq, logp_old)).sum(), theta)
+    return grad
+
+
+def off_policy_atlas(logits, ref_logits, old_logits, rows=OFF_POLICY) -> list[dict]:
+    """`atlas` for samples from π_old ≠ π_θ: per row its expected gradient, the cosines with ∇KL(π_θ ‖ π_ref) and
+    ∇KL(π_ref ‖ π_θ), and the largest difference from the closed form it should equal (None for the biased)."""
+    rev, fwd = reverse_kl_gradient(logits, ref_logits), forward_kl_gradient(logits, ref_logits)
+    out = []
+    for r in rows:
+        g = off_policy_gradient(r, logits, ref_logits, old_logits)
+        error = None if r.equals is None else float((g - closed_form(r.equals, logits, ref_logits)).abs().max())
+        out.append({"placement": r.name, "equals": r.equals, "note": r.note, "gradient": g,
+                    "cos_reverse": cosine(g, rev), "cos_forward": cosine(g, fwd), "error": error})
+    return out
+
+
 # --------------------------------------------------------------------------- sequences: the per-token pitfall
 # Tang & Munos (2025): for a sequence y = (y_1..y_T), log π(y) = Σ_t log π(y_t | y_<t), and
 #     ∇ KL(π ‖ π_ref) over sequences = E_y[ Σ_t ( Σ_{s≥t} log π/π_ref(y_s) ) ∇log π(y_t) ]:

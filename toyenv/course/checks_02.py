@@ -73,16 +73,24 @@ def _check_masked_kl(fn) -> Verdict:
     return fail(f"values differ from the masked sum by up to {(out - ref).abs().max().item():.3g}.")
 
 
+def _grade_snippets(answers, key: dict, options: dict, example: str) -> tuple[dict | None, list[str], Verdict | None]:
+    """Validate a {snippet: option key} answer against `key`: (answers, the wrong snippets, None), or a FAIL
+    verdict for a malformed answer (not a dict, a snippet missing, an option that does not exist)."""
+    answers, bad = answer_dict(answers, key, example, noun="snippet(s) ")
+    if bad:
+        return None, [], bad
+    unknown = {k: v for k, v in answers.items() if v not in options}
+    if unknown:
+        return None, [], fail(f"{unknown} is not one of the options {sorted(options)}.")
+    return answers, sorted(k for k, v in key.items() if answers[k] != v), None
+
+
 @register("kl_bug_hunt")
 def _check_bug_hunt(answers) -> Verdict:
     """`answers` is a dict snippet -> option key; the checker gets the dict itself, not a function."""
-    answers, bad = answer_dict(answers, KL_BUG_HUNT_ANSWERS, "{'A': 'zero', ...}", noun="snippet(s) ")
+    answers, wrong, bad = _grade_snippets(answers, KL_BUG_HUNT_ANSWERS, KL_BUG_HUNT_OPTIONS, "{'A': 'zero', ...}")
     if bad:
         return bad
-    unknown = {k: v for k, v in answers.items() if v not in KL_BUG_HUNT_OPTIONS}
-    if unknown:
-        return fail(f"{unknown} is not one of the options {sorted(KL_BUG_HUNT_OPTIONS)}.")
-    wrong = sorted(k for k, v in KL_BUG_HUNT_ANSWERS.items() if answers[k] != v)
     if wrong:
         return fail(f"{len(wrong)} of {len(KL_BUG_HUNT_ANSWERS)} wrong: snippet(s) {', '.join(wrong)}. "
                      "Run them in the next cells and look at what F.kl_div expects for input and target.")
@@ -131,3 +139,41 @@ def _check_placements(fn) -> Verdict:
             return fail(f"{key}: its expected gradient is neither KL's (a biased placement, or a different "
                         "surrogate): the target is ∇KL(π ‖ π_ref).")
     return Verdict("PASS", "all three give exactly ∇KL(π ‖ π_ref) (to 1e-10, on three random 5-way policies).")
+
+
+# The bug gallery: one-line snippets recreating KL bugs that shipped in public code, and what each really does
+# (keys of KL_BUG_GALLERY_OPTIONS). Each wrong answer gets a sentence that says where to look.
+KL_BUG_GALLERY_OPTIONS = {
+    "correct": "nothing wrong: its expected gradient is ∇KL(π‖π_ref)",
+    "forward": "a different regularizer, not a bug: it descends the forward KL(π_ref‖π)",
+    "chi2": "it descends ½χ²(π‖π_ref) instead of the KL: the ratio inside k3 is upside down",
+    "climbs": "it climbs the KL it should bound: the penalty has the wrong sign",
+    "positions": "it compares distributions over positions, not over tokens: blind to a policy that is more likely "
+                 "than the reference on every token",
+    "biased": "a biased gradient: an estimator whose value is right, in a place where its gradient is not",
+}
+KL_BUG_GALLERY_ANSWERS = {"A": "chi2", "B": "climbs", "C": "climbs", "D": "positions", "E": "biased",
+                          "F": "correct", "G": "forward"}
+KL_BUG_GALLERY_HINTS = {
+    "A": "which way round is the ratio? exp(logp - ref_logp) is π/π_ref, and Schulman's r is π_ref/π",
+    "B": "follow the sign: a reward is maximized, so adding β·(log π − log π_ref) to it pays the policy for drifting",
+    "C": "a loss is minimized: subtracting β·k3 from it maximizes the penalty",
+    "D": "softmax over dim=-1 of a (B, T) tensor of per-token log-probs normalizes over the T positions of a sequence",
+    "E": "k3 in the reward is multiplied by ∇log π like any reward: its value is an unbiased KL estimate, its "
+         "gradient there is not ∇KL (the atlas's 'k3 in the reward' row)",
+    "F": "k1 in the reward, detached, times ∇log π, is exactly the policy gradient of −β KL(π‖π_ref)",
+    "G": "k3 as a loss is what GRPO does: autograd through k3 gives the forward KL's gradient (section 4)",
+}
+
+
+@register("kl_bug_gallery")
+def _check_bug_gallery(answers) -> Verdict:
+    """`answers` is a dict snippet -> option key (KL_BUG_GALLERY_OPTIONS) for the snippets A to G."""
+    answers, wrong, bad = _grade_snippets(answers, KL_BUG_GALLERY_ANSWERS, KL_BUG_GALLERY_OPTIONS,
+                                          "{'A': 'chi2', ...}")
+    if bad:
+        return bad
+    if wrong:
+        hints = " ".join(f"{k} ({answers[k]!r} is not it): {KL_BUG_GALLERY_HINTS[k]}." for k in wrong)
+        return fail(f"{len(wrong)} of {len(KL_BUG_GALLERY_ANSWERS)} wrong. {hints}")
+    return Verdict("PASS", "all seven snippets diagnosed; the next cells measure what each one does.")

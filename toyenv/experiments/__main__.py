@@ -1,6 +1,6 @@
 """Rebuild shipped studies into a scratch folder and compare them with the shipped files, number by number.
 
-    python -m toyenv.experiments verify [STUDY ...]     (default: every study; about 70 minutes on 2 cores)
+    python -m toyenv.experiments verify [STUDY ...]     (default: every study; about 2¼ hours on 2 cores)
 
 Each study is rebuilt by its own `main` (`--out` pointing into a scratch folder, $TMPDIR/toyenv-verify/<study>/,
 kept afterwards so that a study that differs can be inspected, or shipped if the change was meant) and compared with
@@ -31,6 +31,8 @@ STUDIES = {
     "base_model": ("base.pt", "base_metrics.json"),
     "proxy_reward": ("proxy_rm.pt", "proxy_rm_metrics.json"),
     "kl_penalty": ("kl_penalty.json",),
+    "kl_frontier": ("kl_frontier.json",),
+    "kl_placements": ("kl_placements.json",),
     "policy_gradients": ("policy_gradients.json",),
     "preference": ("preference_study.json",),
     "ptx": ("ptx_sweep.json",),

@@ -12,7 +12,11 @@ One step of `train`, all in one place (CleanRL style):
      per-token estimate (``kl_estimator``, "k1" by default) computed from the samples and *treated as a
      reward*: no gradient flows through it;
    - ``kl_in="loss"`` (GRPO): R = r, and β · mean_t kl_t (default "k3") is added to the loss, where autograd
-     differentiates it (notebook 02: through k3 that is the gradient of the *forward* KL).
+     differentiates it (notebook 02: through k3 that is the gradient of the *forward* KL). With
+     ``use_bias_correction_kl`` (TRL's name; DeepSeek-V3.2's unbiased KL) each kl_t is first multiplied by the
+     token's ratio π/π_old, differentiated too: with k3 the expected gradient becomes the *reverse* KL's, and
+     after the first pass of several (``num_iterations`` > 1) the ratio is also the importance weight that
+     corrects for sampling from π_old.
 4. **Advantages** from R, one number per completion, broadcast over its tokens:
    - ``"reinforce"``:          A = R (no baseline: unbiased, high variance);
    - ``"reinforce_baseline"``: A = R − mean of the batch;
@@ -77,6 +81,7 @@ class RLConfig:
     beta: float = 0.0                # KL coefficient λ of the chapter (TRL: GRPO's `beta`; PPO/RLOO call it `kl_coef`)
     kl_estimator: str | None = None  # "k1" | "k2" | "k3"; None: "k1" in the reward, "k3" in the loss
     kl_in: str = "reward"            # where the penalty goes: "reward" (PPO, RLOO) or "loss" (GRPO)
+    use_bias_correction_kl: bool = False  # kl_in="loss" only: the per-token KL times π/π_old (TRL, DeepSeek-V3.2)
     num_iterations: int = 1          # passes over each batch (PPO epochs)
     num_minibatches: int = 1
     epsilon: float = 0.2             # clip range of the ratio ("grpo", "ppo")
@@ -99,7 +104,10 @@ class RLConfig:
                          "num_minibatches", "ptx_batch_size"), minimum=1)
         check_int(self, ("log_samples", "eval_every"), minimum=0)
         check_int(self, "seed", minimum=0)  # numpy's default_rng refuses a negative seed
-        check_bool(self, "scale_rewards")
+        check_bool(self, ("scale_rewards", "use_bias_correction_kl"))
+        if self.use_bias_correction_kl and self.kl_in != "loss":
+            raise ValueError("RLConfig.use_bias_correction_kl corrects the KL term of the loss: it needs "
+                             f"kl_in='loss', got kl_in={self.kl_in!r}")
         if self.algorithm in ("rloo", "grpo") and self.num_generations < 2:
             raise ValueError(f"RLConfig.num_generations must be >= 2 for {self.algorithm}, which compares "
                              f"completions of the same prompt, got {self.num_generations!r}")
@@ -370,7 +378,10 @@ def train(
                     per_token = -ratio * a
                 loss = _masked_mean(per_token, m)
                 if cfg.kl_in == "loss" and beta > 0:
-                    loss = loss + beta * _masked_mean(est(logp, ref_logp[mb]), m)
+                    kl_term = est(logp, ref_logp[mb])
+                    if cfg.use_bias_correction_kl:  # the ratio's gradient is kept: E[∇(ρ k3)] = ∇KL(π‖ref)
+                        kl_term = ratio * kl_term
+                    loss = loss + beta * _masked_mean(kl_term, m)
                 if cfg.ptx_coef > 0:  # PPO-ptx: keep the pretraining-style data likely
                     ptx_loss = completion_loss(policy, *ptx_batch())
                     loss = loss + cfg.ptx_coef * ptx_loss
