@@ -282,3 +282,16 @@ def test_k3_clamped_is_verls_two_clamps_with_their_gradients():
     assert k3_clamped(torch.tensor([-100.0]), torch.tensor([0.0])).item() == 10.0
     with pytest.raises(ValueError, match="log_ratio_max and value_max must be > 0"):
         k3_clamped(logp, logq, value_max=0)
+
+
+def test_k3_clamped_lower_log_ratio_clamp_and_the_ranges_it_accepts():
+    """log r = −30 is held at −20 (k3 = e^−20 + 19, not e^−30 + 29) when the value clamp is out of the way; any
+    positive bounds are accepted, 0 is not."""
+    v = k3_clamped(torch.tensor([30.0], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64),
+                   value_max=1e12)
+    assert v.item() == pytest.approx(math.exp(-20) + 19, rel=1e-12)
+    small = k3_clamped(torch.tensor([-1.0], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64),
+                       log_ratio_max=0.5, value_max=0.5)  # log r = 1 held at 0.5: e^0.5 − 1.5 = 0.1487 < 0.5
+    assert small.item() == pytest.approx(math.exp(0.5) - 1.5, rel=1e-12)
+    with pytest.raises(ValueError, match="log_ratio_max and value_max must be > 0, got 0 and 10.0"):
+        k3_clamped(torch.zeros(1), torch.zeros(1), log_ratio_max=0)

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from toyenv.kl import ESTIMATORS
 from toyenv.kl_gradients import (PLACEMENTS, Placement, all_sequences, atlas, closed_form, cosine, expected_gradient,
-                                 forward_kl_gradient, half_chi2_gradient, num_prefixes, off_policy_atlas,
-                                 reverse_kl_gradient, sequence_kl_gradients, tabular_logprobs)
+                                 forward_kl_gradient, half_chi2_gradient, num_prefixes, OFF_POLICY, off_policy_atlas,
+                                 off_policy_gradient, reverse_kl_gradient, sequence_kl_gradients, tabular_logprobs)
 
 
 def _pq(theta, phi):
@@ -345,7 +345,27 @@ def test_off_policy_rows_reduce_to_the_on_policy_atlas_when_old_is_the_policy():
 
 def test_off_policy_gradient_refuses_mismatched_shapes():
     theta, phi = example(0)
+    nan = torch.full((6,), float("nan"), dtype=torch.float64)
     with pytest.raises(ValueError, match="must have one shape"):
         off_policy_atlas(theta, phi, theta[:5])
-    with pytest.raises(ValueError, match="old_logits must be finite"):
-        off_policy_atlas(theta, phi, torch.full((6,), float("nan"), dtype=torch.float64))
+    with pytest.raises(ValueError, match="^old_logits must be finite"):
+        off_policy_atlas(theta, phi, nan)
+    with pytest.raises(ValueError, match="^logits must be finite"):
+        off_policy_gradient(OFF_POLICY[0], nan, phi, theta)
+    with pytest.raises(ValueError, match="^ref_logits must be finite"):
+        off_policy_gradient(OFF_POLICY[0], theta, nan, theta)
+
+
+def test_off_policy_atlas_rows_carry_their_names_closed_forms_and_cosines():
+    theta, phi = example(2)
+    old = theta - 0.5
+    old[0] += 1.0  # a different policy (a constant shift alone would be the same softmax)
+    rows = off_policy_atlas(theta, phi, old)
+    assert [r["placement"] for r in rows] == [o.name for o in OFF_POLICY]
+    assert [r["equals"] for r in rows] == [o.equals for o in OFF_POLICY]
+    assert all(r["note"] == o.note and o.note for r, o in zip(rows, OFF_POLICY))
+    for r in rows:
+        if r["equals"] == "reverse_kl":
+            assert r["cos_reverse"] == pytest.approx(1.0, abs=1e-12) and r["cos_forward"] < 0.999
+        if r["equals"] == "forward_kl":
+            assert r["cos_forward"] == pytest.approx(1.0, abs=1e-12) and r["cos_reverse"] < 0.999

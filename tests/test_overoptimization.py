@@ -81,6 +81,11 @@ def test_best_of_n_refuses_bad_input():
         O.best_of_n(np.array([[0.0, np.nan]]), np.zeros((1, 2)), 1)
     with pytest.raises(ValueError, match="finite"):
         O.best_of_n(np.zeros((1, 2)), np.array([[np.inf, 0.0]]), 1)
+    # garbage that is not a number becomes NaN and is refused with the same sentence, not a TypeError from numpy
+    with pytest.raises(ValueError, match="proxy and gold scores must be finite"):
+        O.best_of_n([[None, 1.0]], [[0.0, 1.0]], 1)
+    with pytest.raises(ValueError, match="proxy and gold scores must be finite"):
+        O.best_of_n([[0.0, 1.0]], [[1.0, None]], 1)
 
 
 # --- the fits ------------------------------------------------------------------------------------------------------
@@ -127,9 +132,13 @@ def test_fit_refuses_bad_input():
         O.fit("linear", D, D)
     with pytest.raises(ValueError, match="same length"):
         O.fit_bon(D, D[:-1])
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match=r"d must be finite and >= 0 \(it is sqrt\(KL\)\)"):
         O.fit_rl([-0.1, 1.0, 2.0], [0.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="finite"):
         O.fit_rl([0.5, 1.0], [np.nan, 1.0])
+    with pytest.raises(ValueError, match="finite"):
+        O.fit_bon([None, 1.0, 2.0], [0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="finite"):
+        O.fit_bon([0.5, 1.0, 2.0], [0.0, None, 2.0])
     with pytest.raises(ValueError, match="two distinct d > 0"):
         O.fit_bon([0.0, 1.0, 1.0], [0.0, 1.0, 1.0])

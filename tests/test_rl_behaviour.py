@@ -260,7 +260,8 @@ def test_the_bias_corrected_kl_is_k3_times_the_differentiable_ratio(monkeypatch,
 
 
 def test_the_bias_correction_needs_the_kl_in_the_loss():
-    with pytest.raises(ValueError, match="use_bias_correction_kl .*kl_in='loss'.*got kl_in='reward'"):
+    with pytest.raises(ValueError, match=r"^RLConfig\.use_bias_correction_kl corrects the KL term of the loss: it needs "
+                                         r"kl_in='loss', got kl_in='reward'$"):
         RLConfig(use_bias_correction_kl=True, beta=0.1)
     with pytest.raises(ValueError, match="use_bias_correction_kl must be True or False"):
         RLConfig(use_bias_correction_kl="yes", kl_in="loss")
