@@ -155,6 +155,40 @@ def test_dpo_nll_logs_the_length_normalized_nll_of_the_chosen(small_model):
     assert h["loss"][0] == pytest.approx(math.log(2) + sum(nll) / 2, rel=1e-4)  # alpha = 1
 
 
+def test_the_logged_accuracy_is_the_share_of_pairs_whose_implicit_reward_margin_is_positive(small_model):
+    """history["accuracy"] of the first step, by hand: a pair is ranked right when
+    (log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r)) > 0, with log-probs summed over each completion
+    here from the models' logits. The policy is the reference with its weights nudged, so the margins are not 0."""
+    from toyenv import Tokenizer
+
+    tok = Tokenizer()
+    three = [PreferencePair("ab:", "b", "bb"), PreferencePair("abcd:", "dcba", "x"), PreferencePair("c:", "1+2", "3*4")]
+    policy = copy.deepcopy(small_model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+
+    def logp(model, prompt, completion):
+        ids_p, ids_c = tok.encode(prompt, bos=True), tok.encode(completion, eos=True)
+        ids = ids_p + ids_c
+        with torch.no_grad():
+            logdist = torch.log_softmax(model(torch.tensor([ids]))[0], -1)
+        return sum(logdist[t - 1, ids[t]].item() for t in range(len(ids_p), len(ids)))
+
+    gap = {m: [] for m in ("right", "summed")}
+    for p in three:
+        c = logp(policy, p.prompt, p.chosen) - logp(small_model, p.prompt, p.chosen)
+        r = logp(policy, p.prompt, p.rejected) - logp(small_model, p.prompt, p.rejected)
+        gap["right"].append(c - r)
+        gap["summed"].append(c + r)  # a sign slip this test must tell apart
+    share = {m: sum(g > 0 for g in gaps) / 3 for m, gaps in gap.items()}
+    assert share["right"] != share["summed"], (share, gap)
+    cfg = PreferenceConfig(loss_type="dpo", max_steps=1, batch_size=3, warmup_steps=0, eval_every=0)
+    h = dpo.train(copy.deepcopy(policy), three, cfg, ref=small_model, progress=False)
+    assert h["accuracy"][0] == share["right"]
+
+
 def test_history_keeps_the_config_the_eval_and_the_schedule_the_optimizer_used(small_model, pairs, monkeypatch):
     """history["config"] is the config as a dict; eval_fn sees the policy being trained and its numbers land in
     history["eval"]; and the learning rate on the optimizer at each step is the scheduled one the history logs

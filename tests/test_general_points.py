@@ -93,10 +93,13 @@ def test_card_values():
     assert [gp.card_value(c, "ten") for c in gp.CARDS] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 10, 10, 10]
     assert [gp.card_value(c, "ranked") for c in gp.CARDS] == list(range(1, 14))
     assert gp.card_value(13, "ranked") == 13 and gp.card_value(1, "ten") == 1
+    with pytest.raises(ValueError, match=r"^unknown card 14;"):  # ranks stop at 13 (K)
+        gp.card_value(14, "ranked")
+    with pytest.raises(ValueError, match=r"^unknown card 'Z'; cards are A 2 3 4 5 6 7 8 9 10 J Q K "
+                                         r"\(or ranks 1\.\.13\)$"):
+        gp.card_value("Z", "ten")
     with pytest.raises(ValueError, match="ten.*ranked"):
         gp.card_value("K", "royal")
-    with pytest.raises(ValueError):
-        gp.card_value("Z", "ten")
 
 
 def test_prompts_short_encodable_and_differ_only_in_rule():
@@ -105,6 +108,7 @@ def test_prompts_short_encodable_and_differ_only_in_rule():
     p_ranked = gp.make_prompt(["K", "5", "3", "A"], "ranked")
     assert p_ten == "Cards: K 5 3 A. J,Q,K count as 10. Make 24 with + - * / and ( ).\nAnswer: "
     assert p_ranked == "Cards: K 5 3 A. J=11 Q=12 K=13. Make 24 with + - * / and ( ).\nAnswer: "
+    assert gp.make_prompt(["K", "5", "3", "A"]) == p_ten  # the default rule, as everywhere: face cards count 10
     assert p_ten.replace(gp._RULE_TEXT["ten"], gp._RULE_TEXT["ranked"]) == p_ranked
     for rule in gp.FACE_CARD_RULES:
         longest = gp.make_prompt(["10"] * 4, rule)
@@ -196,6 +200,8 @@ def test_parse_expression():
     for bad in ("1/0", "", "(", "1+", "-1", "1=x"):
         with pytest.raises(gp.ExpressionError):
             gp.parse_expression(bad)
+    with pytest.raises(gp.ExpressionError, match=r"^division by zero$"):
+        gp.parse_expression("3/(2-2)")
 
 
 def test_long_operator_chain_is_fine():
@@ -312,6 +318,23 @@ def test_solver_known_hands():
         assert sols and gp.is_solvable(hand)
         assert sols == sorted(sols, key=lambda s: (len(s), s))  # canonical first
     assert gp.solve([8, 3], 24) == ["3*8", "8*3"]
+
+
+def test_solver_target_zero_lists_both_orders_of_a_zero_product():
+    # Worked by hand: 2-2 is the only way to make 0 from two of the cards, and then 0*5 == 5*0 == 0/5 == 0
+    # (5/0 is undefined). No other combination of 2, 2, 5 gives 0.
+    assert gp.solve([2, 2, 5], 0) == ["(2-2)*5", "(2-2)/5", "5*(2-2)"]
+    assert gp.solve([3, 3], 0) == ["3-3"]
+
+
+def test_solver_writes_chained_products_without_parentheses():
+    # 24 from 2, 3, 4 only as their product (no sum, difference or quotient of them makes 24): the six orders,
+    # each written flat, since a*(b*c) and (a*b)*c need no parentheses.
+    assert gp.solve([2, 3, 4]) == ["2*3*4", "2*4*3", "3*2*4", "3*4*2", "4*2*3", "4*3*2"]
+
+
+def test_hand_values_counts_face_cards_ten_by_default():
+    assert gp.hand_values(["K", "A", "7", "J"]) == [10, 1, 7, 10]
 
 
 def test_solver_matches_brute_force_and_solutions_verify():
@@ -704,11 +727,18 @@ def test_verify_batch_defaults_to_rule_ten_and_names_a_length_mismatch():
     ("3*8*1*1 = -24", "correct: 3*8*1*1 = 24 (the claimed =-24 is wrong but ignored)"),
     ("3 8*1*1", "illegal: unexpected number 8 at position 2 (expected an operator or '=')"),
     ("3*8*1*1 = 24 24", "illegal: unexpected text at position 13 after the claimed value"),
+    ("3*8*1*1(1)", "illegal: unexpected '(' at position 7 (expected an operator or '=')"),
     ("3*8*1*1 = -", "illegal: expected a number after '='"),
     ("(3 8)*1*1", "illegal: expected ')' at position 3"),
     ("-3*8*1*1", "illegal: unary minus at position 0 is not allowed"),
     ("3*8*1*1 +", "illegal: formula ends where a number or '(' was expected"),
     ("1*2*3*4*5*6*7*8*9 = 24", "uses 9 numbers (1..9) but the cards are 3, 8, A(=1), A(=1)"),
+    ("3*80001", "illegal: number at position 2 has more than 4 digits"),
+    ("", "illegal: empty answer"),
+    ("((3*8*1*1", "illegal: unbalanced parentheses: 2 '(' not closed"),
+    ("3X8*1*1", "illegal: unexpected character 'X' at position 1"),
+    ("3*8*1*1)", "illegal: unbalanced parentheses: ')' at position 7 closes nothing"),
+    ("(" * 21 + "3" + ")" * 21, "illegal: parentheses nested deeper than 20 at position 20"),
 ])
 def test_verify_says_why_in_words_written_out_by_hand(answer, reason):
     """The reason for each verdict, exactly: a claimed value (also a negative one) is read and, when wrong,

@@ -729,10 +729,11 @@ def test_the_prompt_shows_the_actions_taken_so_far_and_info_counts_them(kind):
                 break
         assert r == 1.0 and info["success"] is True
         assert re.search(r"History: (.*)\n", obs).group(1) == _history_by_hand(taken)
+        assert obs.startswith(f"Turns: {kind}\n")  # the last observation is a prompt like every other
         assert _history_by_hand(taken).endswith("stop")
         repeats += " x" in _history_by_hand(taken)
         over = env.step("stop()")[4]  # after the episode: nothing more, and no success either
-        assert over["success"] is False and over["correct"] is False
+        assert over["success"] is False and over["correct"] is False and over["expected_action"] is None
     assert repeats > 0  # some route has a leg of two or more steps
 
 

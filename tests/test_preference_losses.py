@@ -64,6 +64,8 @@ def test_sequence_logprob_reads_the_given_masks_not_the_pad_id():
         want = sum(logdist[t - 1, tokens[0, t]].item() for t in (2, 3, 4))
         for mask in (scored, scored.float(), scored.long()):
             assert sequence_logprob(model, tokens, attn, mask).item() == pytest.approx(want, abs=1e-5)
+        for attention in (attn.float(), attn.long()):  # and so does a 0/1 attention mask
+            assert sequence_logprob(model, tokens, attention, scored).item() == pytest.approx(want, abs=1e-5)
 
 
 def test_sequence_logprob_rejects_misaligned_masks():
@@ -82,8 +84,12 @@ def test_sequence_logprob_rejects_misaligned_masks():
     empty[0] = False
     with pytest.raises(ValueError, match="row 0"):
         sequence_logprob(model, tokens, attn, empty)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match=r"^completion_mask shape \(2, 7\) != tokens shape \(2, 8\)$"):
         sequence_logprob(model, tokens, attn, mask[:, :-1])
+    with pytest.raises(ValueError, match=r"^attention_mask shape \(2, 7\) != tokens shape \(2, 8\)$"):
+        sequence_logprob(model, tokens, attn[:, :-1], mask)
+    with pytest.raises(ValueError, match=r"^tokens must be \(batch, time\), got shape \(8,\)$"):
+        sequence_logprob(model, tokens[0], None, mask[0])  # one row without its batch dimension
 
 
 def test_pair_logprobs_scores_chosen_and_rejected_in_one_pass():

@@ -1,6 +1,7 @@
 """toyenv.rl: advantages, the clipped objective, the KL controller, rollouts and short training runs."""
 import copy
 import math
+import warnings
 from dataclasses import fields, replace
 
 import numpy as np
@@ -45,7 +46,7 @@ def test_ppo_advantages_are_whitened():
 def test_advantage_errors(bad):
     with pytest.raises(ValueError):
         advantages(torch.zeros(4), bad["algorithm"], bad.get("num_generations", 1))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^grpo needs groups of num_generations >= 2 completions; got 5 rewards, k=2$"):
         advantages(torch.zeros(5), "grpo", 2)  # 5 rewards do not split into groups of 2
 
 
@@ -227,8 +228,26 @@ def test_ptx_term_lowers_the_pretraining_loss(base):
     assert len(h["ptx_loss"]) == 8 and all(math.isfinite(x) for x in h["ptx_loss"])
     with pytest.raises(ValueError, match="ptx_data"):
         rl.train(copy.deepcopy(model), task, cfg, tok, ref=model, progress=False)
-    no_ptx = rl.train(copy.deepcopy(model), task, replace(cfg, ptx_coef=0.0), tok, ref=model, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice" from averaging the ptx losses that were never taken
+        no_ptx = rl.train(copy.deepcopy(model), task, replace(cfg, ptx_coef=0.0), tok, ref=model, progress=False)
     assert all(math.isnan(x) for x in no_ptx["ptx_loss"])
+
+
+def test_ptx_batches_come_from_the_configs_seed_not_the_global_rng(base):
+    """Two runs with the same config give the same ptx losses whatever the global RNG did before them."""
+    model, tok = base
+    from toyenv.tasks import reverse_dataset
+
+    task = _letter_task().with_reward(lambda p, c, i: [1.0] * len(c))
+    cfg = RLConfig(algorithm="rloo", max_steps=2, num_prompts=2, num_generations=2, max_new_tokens=2,
+                   ptx_coef=1.0, ptx_batch_size=2)
+    ptx, losses = reverse_dataset(32, seed=0), []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        h = rl.train(copy.deepcopy(model), task, cfg, tok, ref=model, progress=False, ptx_data=ptx)
+        losses.append(h["ptx_loss"])
+    assert losses[0] == losses[1]
 
 
 @pytest.mark.parametrize("name", ["kl", "reward", "step", "ptx_loss", "samples", "eval", "config"])
@@ -291,6 +310,9 @@ def test_ppo_normalises_a_batch_of_two_and_unknown_algorithms_are_named():
     # two rewards 1 and 3: mean 2, population std 1, so the advantages are -1 and +1 (up to the 1e-8)
     assert advantages(torch.tensor([1.0, 3.0]), "ppo").tolist() == pytest.approx([-1.0, 1.0], abs=1e-7)
     assert advantages(torch.tensor([5.0]), "ppo").tolist() == [0.0]  # one completion: nothing to compare with
+    # near-equal rewards: mean 1e-8, population std 1e-8, so (R - mean) / (std + 1e-8) = -1e-8 / 2e-8 and +1e-8 / 2e-8.
+    # The 1e-8 is added (a subtracted one would divide by zero here).
+    assert advantages(torch.tensor([0.0, 2e-8]), "ppo").tolist() == pytest.approx([-0.5, 0.5], rel=1e-4)
     with pytest.raises(ValueError, match=r"^algorithm must be one of \('reinforce', 'reinforce_baseline', 'rloo', "
                                          r"'grpo', 'ppo'\), got 'a2c'$"):
         advantages(torch.zeros(4), "a2c", 2)

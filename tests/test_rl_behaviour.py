@@ -223,6 +223,21 @@ def test_kl_in_the_reward_is_subtracted(monkeypatch, algorithm, kl_estimator):
     assert _close(steps[0][1], want)
 
 
+def test_the_reference_is_scored_at_the_sampling_temperature(monkeypatch):
+    """At temperature 2 both π and π_ref are the softmax of logits / 2: the penalty compares the distributions the
+    samples came from. A reference scored at temperature 1 gives another penalty, far from this one."""
+    h, (ro,), steps, start, ref, cfg = _train(monkeypatch, algorithm="rloo", beta=1.0, kl_in="reward",
+                                             kl_estimator="k1", temperature=2.0)
+    old, ref_lp = _old_and_ref(start, ref, ro, 2.0)
+    ref_at_1 = _old_and_ref(start, ref, ro, 1.0)[1]
+    rows = range(len(ro.prompts))
+    right = statistics.mean(KL["k1"](old[b], ref_lp[b]).sum().item() for b in rows)
+    wrong = statistics.mean(KL["k1"](old[b], ref_at_1[b]).sum().item() for b in rows)
+    assert abs(right - wrong) > 0.1, (right, wrong)
+    assert h["kl_penalty"][0] == pytest.approx(right, rel=1e-4)
+    assert _close(steps[0][1], _expected(start, steps[0][0], ro, rows, old, ref_lp, cfg, 1.0)[1])
+
+
 @pytest.mark.parametrize("kl_estimator", ["k1", "k2", "k3"])
 def test_kl_in_the_loss_is_the_estimator_of_policy_against_reference(monkeypatch, kl_estimator):
     beta = 1.0
@@ -302,6 +317,7 @@ def test_minibatches_and_epochs_use_every_sample_once_per_epoch(monkeypatch):
                                                  num_iterations=2, epsilon=10.0)
     assert len(rollouts) == 2 and len(steps) == 2 * 2 * 2 == len(h["grad_norm"]) * 4
     candidates = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    epochs = []
     for s, ro in enumerate(rollouts):
         at_step_start = _model_at(start, steps[4 * s][0])  # the policy that drew these rollouts
         old, ref_lp = _old_and_ref(at_step_start, ref, ro)
@@ -313,6 +329,9 @@ def test_minibatches_and_epochs_use_every_sample_once_per_epoch(monkeypatch):
             used.append(set(fits[0]))
         for epoch in (used[:2], used[2:]):
             assert epoch[0] | epoch[1] == {0, 1, 2, 3}  # each rollout once per epoch
+        epochs.extend((used[:2], used[2:]))
+    # and in a shuffled order: rows 0-1 then 2-3 in all four epochs would mean no shuffling (odds 1 in 6**4)
+    assert any(epoch != [{0, 1}, {2, 3}] for epoch in epochs), epochs
 
 
 # --------------------------------------------------------------------------- the adaptive KL controller

@@ -5,7 +5,7 @@ from toyenv import GPT, GPTConfig, seed_everything
 from toyenv.tasks import reverse_accuracy, reverse_dataset
 from toyenv.tokenizer import collate, encode_pairs
 from toyenv.trainers import sft
-from toyenv.trainers.common import lr_at, scheduled_lr
+from toyenv.trainers.common import adamw, lr_at, scheduled_lr
 from toyenv.trainers.sft import SFTConfig
 
 
@@ -35,6 +35,21 @@ def test_completion_loss_scores_only_completion_tokens(tok):
     logits = model(t1[:, :-1])
     manual = torch.nn.functional.cross_entropy(logits[0, 4:], t1[0, 5:])
     assert torch.allclose(full, manual)
+
+
+def test_adamw_decays_matrices_only():
+    """With zero gradients AdamW's first step is its decoupled decay alone, p <- p (1 - lr wd): 0.95 for lr 0.1 and
+    wd 0.5 on the matrix, nothing on the bias and the norm's parameters (GPT-style groups)."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = adamw(model, 0.1, 0.5)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    (w, b, ln_w, ln_b), (w0, b0, ln_w0, ln_b0) = list(model.parameters()), before
+    torch.testing.assert_close(w.detach(), 0.95 * w0)
+    for p, p0 in ((b, b0), (ln_w, ln_w0), (ln_b, ln_b0)):
+        assert torch.equal(p.detach(), p0)
 
 
 def test_lr_schedule():
@@ -167,10 +182,10 @@ def test_block_size_counts_the_tokens_the_model_reads():
 @pytest.mark.parametrize("completion_only_loss, targets", [(True, 3), (False, 6)])
 def test_completion_only_loss_chooses_the_targets(completion_only_loss, targets):
     """("abc", "de"): BOS a b c d e EOS. The completion's targets are d, e and EOS (3); without completion_only_loss
-    every token after BOS is one (6)."""
-    history = sft.train(_model(), [("abc", "de")], SFTConfig(max_steps=1, batch_size=1,
+    every token after BOS is one (6). history["tokens"] adds them up over the steps: two steps, twice as many."""
+    history = sft.train(_model(), [("abc", "de")], SFTConfig(max_steps=2, batch_size=1,
                         completion_only_loss=completion_only_loss), progress=False)
-    assert history["tokens"] == targets
+    assert history["tokens"] == 2 * targets
     assert history["config"]["completion_only_loss"] is completion_only_loss  # the config it ran with, kept
 
 
@@ -181,3 +196,5 @@ def test_the_cosine_reaches_its_floor_at_max_steps_even_with_one_step_after_the_
     c = (1 + 2 ** -0.5) / 2
     assert [lr_at(s, max_steps=8, **kw) for s in range(4, 9)] == pytest.approx(
         [1.0, 0.1 + 0.9 * c, 0.55, 0.1 + 0.9 * (1 - c), 0.1])
+    # and stays there past max_steps (a cosine that kept going would climb back up: 0.55 at step 10, 1.0 at 12)
+    assert [lr_at(s, max_steps=8, **kw) for s in (9, 12, 100)] == pytest.approx([0.1, 0.1, 0.1])

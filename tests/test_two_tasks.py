@@ -372,7 +372,8 @@ def test_diverging_fine_tuning_names_the_trainer_and_the_quantity():
     data = T.make_data(T.NEW, 20, seed=0)
     with pytest.raises(FloatingPointError) as err:
         T.sft(T.Classifier(hidden=8), data, T.SFTConfig(learning_rate=1e200, epochs=20, batch_size=5))
-    assert re.match(r"SFT (loss|gradient norm) ", str(err.value)), str(err.value)
+    message = str(err.value)
+    assert re.match(r"SFT (loss|gradient norm) became (nan|inf) at step \d+ \(learning_rate=1e\+200\)", message), message
     with pytest.raises(FloatingPointError) as err:
         T.rl(T.Classifier(hidden=8), data, T.RLConfig(learning_rate=1e200, max_steps=20, num_prompts=5))
     # the diverged weights give NaN log-probs before any loss: named here, not by torch.multinomial's complaint
@@ -387,6 +388,16 @@ def test_diverging_fine_tuning_names_the_trainer_and_the_quantity():
     model.w = w
     with pytest.raises(FloatingPointError, match=r"^SFT gradient norm became inf at step 4 \(learning_rate=0\.1\)"):
         T._step(model, torch.optim.Adam([w], lr=0.1), w.sqrt().sum(), 4, 0.1, "SFT")
+
+
+def test_sft_numbers_its_steps_from_one_across_epochs(monkeypatch):
+    # 20 examples in batches of 5 for 2 epochs: 8 steps, numbered 1 to 8 in the messages a divergence would print
+    data, steps = T.make_data(T.NEW, 20, seed=0), []
+    real = T._step
+    monkeypatch.setattr(T, "_step", lambda model, opt, loss, step, lr, what: steps.append((step, what)) or
+                        real(model, opt, loss, step, lr, what))
+    T.sft(T.Classifier(hidden=8), data, T.SFTConfig(epochs=2, batch_size=5))
+    assert steps == [(k, "SFT") for k in range(1, 9)]
 
 
 def test_sft_draws_the_oracles_labels_from_base_not_from_the_model_it_trains(monkeypatch):

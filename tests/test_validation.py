@@ -271,6 +271,25 @@ def _invalid(spec):
     return st.one_of(bad)
 
 
+def _just_outside(spec):
+    """The invalid values nearest the range's ends: one below the minimum count, the bound itself where it is
+    excluded, the float just below an included lower bound and just above an upper bound."""
+    if spec[0] == "int":
+        return [] if spec[1] is None else [spec[1] - 1]
+    kind, lo, hi = spec
+    out = [float(lo) if kind == ">" else math.nextafter(float(lo), -math.inf)]
+    return out + ([] if hi is None else [math.nextafter(float(hi), math.inf)])
+
+
+@pytest.mark.parametrize("cls, name, value", [(cls, name, v) for cls, name in FIELDS
+                                              for v in _just_outside(RANGES[cls][name])],
+                         ids=lambda x: getattr(x, "__name__", str(x)))
+def test_the_nearest_value_outside_each_range_is_refused(cls, name, value):
+    """Deterministic, field by field (the hypothesis test below draws only a few values per field)."""
+    with pytest.raises(ValueError, match=rf"{cls.__name__}\.{name}\b"):
+        cls(**{name: value})
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), pick=st.sampled_from(FIELDS))
 def test_any_value_outside_the_range_is_refused_with_the_field_name(data, pick):
