@@ -759,6 +759,8 @@ def test_constructor_messages_state_the_allowed_range():
     env = NavigationEnv()
     assert env.max_steps == 20 and env.num_segments == (2, 3)  # the documented defaults
     assert env.action_space.contains("")  # an empty answer is a legal action: it is scored as malformed, not refused
+    for action in ("forward()", "stop()", "turn_direction(slightly left)"):  # the grammar's characters are in it
+        assert env.action_space.contains(action), action
     with pytest.raises(RuntimeError, match=r"^call reset\(\) before step\(\)$"):
         env.step("forward()")
 
