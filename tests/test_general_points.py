@@ -318,6 +318,7 @@ def test_solver_known_hands():
         assert sols and gp.is_solvable(hand)
         assert sols == sorted(sols, key=lambda s: (len(s), s))  # canonical first
     assert gp.solve([8, 3], 24) == ["3*8", "8*3"]
+    assert gp.solve([8, 16], 24) == ["16+8", "8+16"]  # both orders of a sum too (nothing else of 8, 16 makes 24)
 
 
 def test_solver_target_zero_lists_both_orders_of_a_zero_product():
