@@ -134,6 +134,16 @@ def test_logratio_gaps_is_zero_for_the_reference_and_matches_monitor(small_model
     assert abs(float(h.mean()) - m["margin"]) < 1e-5
 
 
+def _hand_logp(model, tok, prompt, completion):
+    """log π(completion | prompt) by hand: BOS prompt completion EOS, the log-softmax of each position's logits at
+    the token that follows, summed over the completion and its EOS."""
+    ids_p = tok.encode(prompt, bos=True)
+    ids = ids_p + tok.encode(completion, eos=True)
+    with torch.no_grad():
+        logdist = torch.log_softmax(model(torch.tensor([ids]))[0], -1)
+    return sum(logdist[t - 1, ids[t]].item() for t in range(len(ids_p), len(ids)))
+
+
 def test_dpo_nll_logs_the_length_normalized_nll_of_the_chosen(small_model):
     """history["nll"] of the first step is mean_i −log π(y_c,i) / |y_c,i| (|y_c| counts the EOS), by hand; chosen
     answers of 1 and 9 characters, so a sum instead of a per-token mean is far off."""
@@ -141,14 +151,7 @@ def test_dpo_nll_logs_the_length_normalized_nll_of_the_chosen(small_model):
 
     tok = Tokenizer()
     few = [PreferencePair("ab:", "b", "bb"), PreferencePair("abcd:", "dcba+dcba", "x")]
-    nll = []
-    with torch.no_grad():
-        for p in few:
-            prompt, completion = tok.encode(p.prompt, bos=True), tok.encode(p.chosen, eos=True)
-            ids = prompt + completion
-            logdist = torch.log_softmax(small_model(torch.tensor([ids]))[0], -1)
-            logp = sum(logdist[t - 1, ids[t]].item() for t in range(len(prompt), len(ids)))
-            nll.append(-logp / len(completion))
+    nll = [-_hand_logp(small_model, tok, p.prompt, p.chosen) / len(tok.encode(p.chosen, eos=True)) for p in few]
     h = dpo.train(copy.deepcopy(small_model), few, _cfg("dpo_nll", max_steps=1), progress=False)
     assert h["nll"][0] == pytest.approx(sum(nll) / 2, rel=1e-4)
     assert h["dpo"][0] == pytest.approx(math.log(2), rel=1e-6)  # the policy starts as its own reference: h = 0
@@ -169,17 +172,10 @@ def test_the_logged_accuracy_is_the_share_of_pairs_whose_implicit_reward_margin_
         for p in policy.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
 
-    def logp(model, prompt, completion):
-        ids_p, ids_c = tok.encode(prompt, bos=True), tok.encode(completion, eos=True)
-        ids = ids_p + ids_c
-        with torch.no_grad():
-            logdist = torch.log_softmax(model(torch.tensor([ids]))[0], -1)
-        return sum(logdist[t - 1, ids[t]].item() for t in range(len(ids_p), len(ids)))
-
     gap = {m: [] for m in ("right", "summed")}
     for p in three:
-        c = logp(policy, p.prompt, p.chosen) - logp(small_model, p.prompt, p.chosen)
-        r = logp(policy, p.prompt, p.rejected) - logp(small_model, p.prompt, p.rejected)
+        c = _hand_logp(policy, tok, p.prompt, p.chosen) - _hand_logp(small_model, tok, p.prompt, p.chosen)
+        r = _hand_logp(policy, tok, p.prompt, p.rejected) - _hand_logp(small_model, tok, p.prompt, p.rejected)
         gap["right"].append(c - r)
         gap["summed"].append(c + r)  # a sign slip this test must tell apart
     share = {m: sum(g > 0 for g in gaps) / 3 for m, gaps in gap.items()}
