@@ -737,6 +737,10 @@ def test_verify_batch_defaults_to_rule_ten_and_names_a_length_mismatch():
     ("3*80001", "illegal: number at position 2 has more than 4 digits"),
     ("", "illegal: empty answer"),
     ("((3*8*1*1", "illegal: unbalanced parentheses: 2 '(' not closed"),
+    ("(3*8*1*1", "illegal: unbalanced parentheses: 1 '(' not closed"),
+    ("3**8*1*1", "illegal: expected a number or '(' at position 2, got '*'"),
+    ("3*+8*1*1", "illegal: unary plus at position 2 is not allowed"),
+    ("3*8*1*1000", "uses 1, 3, 8, 1000 but the cards are 3, 8, A(=1), A(=1)"),  # 4 digits still read
     ("3X8*1*1", "illegal: unexpected character 'X' at position 1"),
     ("3*8*1*1)", "illegal: unbalanced parentheses: ')' at position 7 closes nothing"),
     ("(" * 21 + "3" + ")" * 21, "illegal: parentheses nested deeper than 20 at position 20"),
@@ -768,3 +772,21 @@ def test_the_answer_length_limit_is_inclusive():
 def test_expert_answer_names_a_hand_that_cannot_make_the_target():
     with pytest.raises(ValueError, match=r"^cards \['A', 'A', 'A', 'A'\] cannot make 24 under rule 'ten'$"):
         gp.expert_answer(["A", "A", "A", "A"])
+
+
+def test_solve_subtracts_a_zero_from_a_zero():
+    """0 - 0 = 0: when both halves of a split are worth 0, subtracting one from the other solves target 0, so a zero
+    keeps its + and - partners next to its * and / ones."""
+    assert {"2-2-(5-5)", "5-5-(2-2)"} <= set(gp.solve([2, 2, 5, 5], 0))
+
+
+def test_card_value_counts_face_cards_as_ten_by_default():
+    """The default rule is "ten": J, Q and K are worth 10 unless "ranked" (11, 12, 13) is asked for."""
+    assert [gp.card_value(c) for c in ("A", "9", "10", "J", "Q", "K")] == [1, 9, 10, 10, 10, 10]
+    assert [gp.card_value(c, "ranked") for c in ("J", "Q", "K")] == [11, 12, 13]
+
+
+def test_solve_writes_a_three_term_sum_in_every_order():
+    """1 + 2 + 21 = 24 and nothing else of these cards makes 24: the six orders of the sum, each once."""
+    assert set(gp.solve([1, 2, 21])) == {"+".join(p) for p in itertools.permutations(["1", "2", "21"])}
+    assert len(gp.solve([1, 2, 21])) == 6

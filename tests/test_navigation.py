@@ -230,7 +230,7 @@ def test_wrong_action_gets_minus_one_and_ends(kind):
         ("relative", "turn_direction(southwest)", "absolute direction"),
         ("absolute", "turn_direction(left)", "relative turn"),
         ("absolute", "turn_direction(slightly right)", "relative turn"),
-        ("absolute", "turn_direction(up)", "unknown direction"),
+        ("absolute", "turn_direction(up)", "unknown direction 'up' for absolute turns"),
         ("absolute", "go north", "expected forward()"),
         ("relative", "", "empty"),
         ("relative", "x" * 500, "too long"),
@@ -244,7 +244,7 @@ def test_malformed_actions(kind, action, why):
     env = NavigationEnv(kind)
     env.reset(seed=0)
     _, r, term, _, info = env.step(action)
-    assert r == -1.0 and term and not info["correct"] and why in info["reason"]
+    assert r == -1.0 and term and not info["correct"] and why in info["reason"] and info["success"] is False
 
 
 def test_parse_normalizes():
@@ -387,11 +387,11 @@ def test_forward_moves_one_block_along_the_heading_and_sides_follow_geometry(kin
     landmark's wedge: wedge w spans bearings 45w..45(w+1), so it is on the right when its centre lies 0..180
     degrees clockwise of the heading."""
     env = NavigationEnv(kind)
-    n_forward = n_sides = 0
+    n_forward = n_sides = n_final = 0
     for seed in range(40):
         obs, info = env.reset(seed=seed)
         wedges = {(x, y): (name, w) for name, x, y, w in info["route"].landmarks}
-        while info["expert_action"] is not None:
+        while True:  # every observation, the one after the final stop() included
             here = re.search(r"Here: (\w+)(?: on (\w+))?\.", obs).groups()
             if info["position"] in wedges:
                 name, w = wedges[info["position"]]
@@ -400,6 +400,9 @@ def test_forward_moves_one_block_along_the_heading_and_sides_follow_geometry(kin
                 n_sides += 1
             else:
                 assert here == ("none", None)
+            if info["expert_action"] is None:
+                n_final += info["position"] in wedges  # every route ends at a landmark
+                break
             before, heading = info["position"], info["heading"]
             action = info["expert_action"]
             obs, _, _, _, info = env.step(action)
@@ -407,7 +410,7 @@ def test_forward_moves_one_block_along_the_heading_and_sides_follow_geometry(kin
                 dx, dy = unit_step(heading)
                 assert info["position"] == (before[0] + dx, before[1] + dy)
                 n_forward += 1
-    assert n_forward > 100 and n_sides > 100
+    assert n_forward > 100 and n_sides > 100 and n_final == 40
 
 
 # --------------------------------------------------------------------------- absolute vs relative
@@ -758,6 +761,9 @@ def test_constructor_messages_state_the_allowed_range():
         NavigationEnv(max_steps=0)
     env = NavigationEnv()
     assert env.max_steps == 20 and env.num_segments == (2, 3)  # the documented defaults
+    # each end of a range is allowed
+    assert NavigationEnv(grid_size=3).grid_size == 3 and NavigationEnv(grid_size=20).grid_size == 20
+    assert NavigationEnv(max_steps=1).max_steps == 1
     assert env.action_space.contains("")  # an empty answer is a legal action: it is scored as malformed, not refused
     for action in ("forward()", "stop()", "turn_direction(slightly left)"):  # the grammar's characters are in it
         assert env.action_space.contains(action), action
@@ -769,3 +775,12 @@ def test_landmarks_stand_on_either_side_about_equally_often():
     env = NavigationEnv()
     sides = [seg.side for seed in range(400) for seg in env.reset(seed=seed)[1]["route"].segments]
     assert set(sides) == {"left", "right"} and 0.42 < sides.count("right") / len(sides) < 0.58, len(sides)
+
+
+def test_parser_reads_only_the_first_10000_characters():
+    """An answer is cut to its first 10,000 characters before it is stripped or split, so a huge answer costs
+    nothing: an action that ends at the 10,000th character is read, the same action one character later is cut."""
+    fits = " " * (10_000 - len("forward()")) + "forward()"
+    assert len(fits) == 10_000 and parse_action(fits) == ("forward()", None)
+    action, why = parse_action(" " + fits)
+    assert action is None and "got 'forward('" in why  # the cut leaves "forward(" without its ")"

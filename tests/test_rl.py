@@ -375,3 +375,30 @@ def test_ppo_scores_the_old_policy_at_the_sampling_temperature(base):
                    num_iterations=2, num_minibatches=2, temperature=2.0, learning_rate=1e-30)
     h = rl.train(copy.deepcopy(model), _letter_task(), cfg, tok, progress=False)
     assert h["clip_frac"] == [0.0]
+
+
+def test_ptx_loss_is_the_completion_nll_of_the_pretraining_data_before_the_first_update(base):
+    """history["ptx_loss"] of step 0 is the mean NLL of the ptx completions (EOS included) under the policy before
+    its first update, computed here from the model's logits token by token: the prompt is context, not a target,
+    as in the base model's pretraining. One (prompt, completion) pair, so every ptx batch is that pair."""
+    model, tok = base
+    prompt, completion = "reverse: abc", "cba"
+    context = tok.encode(prompt, bos=True)
+    ids = context + tok.encode(completion, eos=True)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids[:-1]]))[0].double(), -1)
+    expected = -sum(logp[t - 1, ids[t]].item() for t in range(len(context), len(ids))) / (len(ids) - len(context))
+    task = _letter_task().with_reward(lambda p, c, i: [1.0] * len(c))
+    cfg = RLConfig(algorithm="rloo", max_steps=1, num_prompts=2, num_generations=2, max_new_tokens=2,
+                   ptx_coef=1.0, ptx_batch_size=3)
+    h = rl.train(copy.deepcopy(model), task, cfg, tok, ref=model, progress=False, ptx_data=[(prompt, completion)])
+    assert h["ptx_loss"][0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_clip_fraction_counts_ratios_strictly_outside_the_band(base):
+    """clip_frac is the share of tokens with |ρ − 1| > ε, strictly: at ε = 0 the only pass over the batch,
+    where ρ = 1 exactly (the policy has not moved yet), counts none."""
+    model, tok = base
+    cfg = RLConfig(algorithm="ppo", max_steps=1, num_prompts=2, num_generations=2, max_new_tokens=3, epsilon=0.0)
+    h = rl.train(copy.deepcopy(model), _letter_task(), cfg, tok, progress=False)
+    assert h["clip_frac"] == [0.0]

@@ -421,3 +421,18 @@ def test_the_history_records_each_step_as_it_happened(monkeypatch):
     h0 = rl.train(copy.deepcopy(policy), TASK, replace(cfg, beta=0.0, max_steps=1, eval_every=0), TOK,
                   progress=False)
     assert h0["kl"] == [0.0]
+
+
+def test_logged_samples_take_one_completion_per_prompt_before_any_second(monkeypatch):
+    """Rollouts are grouped by prompt (rows p·G .. p·G + G − 1), and history["samples"] goes round the prompts:
+    each prompt's first completion, then each one's second, and so on; asking for every rollout logs each once."""
+    policy, ref = _models()
+    rollouts = []
+    real_rollout = rl.rollout
+    monkeypatch.setattr(rl, "rollout", lambda *a, **k: rollouts.append(real_rollout(*a, **k)) or rollouts[-1])
+    for log_samples, rows in ((4, (0, 3, 1, 4)), (6, (0, 3, 1, 4, 2, 5)), (9, (0, 3, 1, 4, 2, 5))):
+        rollouts.clear()
+        cfg = RLConfig(max_steps=1, num_prompts=2, num_generations=3, max_new_tokens=3, log_samples=log_samples)
+        h = rl.train(copy.deepcopy(policy), TASK, cfg, TOK, ref=ref, progress=False)
+        ro = rollouts[0]
+        assert h["samples"] == [(0, ro.prompts[j], ro.completions[j], float(ro.scores[j])) for j in rows]

@@ -78,7 +78,7 @@ def test_sft_learns_reversal(tok):
     after = reverse_accuracy(model, tok, reverse_dataset(100, seed=1, max_len=4))
     assert before == 0.0 and after >= 0.5, (before, after)
     assert hist["loss"][-1] < 0.5 * hist["loss"][0]
-    assert len(hist["step"]) == 300 and hist["tokens"] > 0 and hist["eval"] == []
+    assert hist["step"] == list(range(300)) and hist["tokens"] > 0 and hist["eval"] == []
 
 
 def test_eval_fn_called_on_schedule():
@@ -94,6 +94,10 @@ def test_initial_eval_replaces_the_step_0_evaluation_and_changes_nothing_else():
     h1 = sft.train(_model(), data, cfg, progress=False, eval_fn=lambda m: calls.append(1) or {"x": len(calls)})
     h2 = sft.train(_model(), data, cfg, progress=False, eval_fn=lambda m: {"x": 1}, initial_eval=known)
     assert len(calls) == 4 and h2["eval"][0] == (0, known) and [s for s, _ in h2["eval"]] == [0, 2, 4, 5]
+    assert [s for s, _ in h1["eval"]] == [0, 2, 4, 5] and h1["eval"][0] == (0, {"x": 1})
+    h3 = sft.train(_model(), data, SFTConfig(max_steps=5, batch_size=4, eval_every=3), progress=False,
+                   eval_fn=lambda m: {"x": 1})
+    assert [s for s, _ in h3["eval"]] == [0, 3, 5]  # after every eval_every-th step, and after the last
     assert h1["loss"] == h2["loss"]
 
 

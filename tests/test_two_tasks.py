@@ -453,3 +453,11 @@ def test_the_features_are_the_last_relu_layer():
         want = torch.relu(model.body[2](h1))
         assert torch.equal(model.features(x), want) and (want == 0).any()
         assert torch.allclose(model(x), model.head(want))
+
+
+def test_the_default_pixel_noise_is_gaussian_with_standard_deviation_one_half():
+    """make_data's documented default, N(0, 0.5²) on every pixel: the same seed without noise draws the same glyphs,
+    shifts and ink, so the difference is the noise alone (32,000 pixels: its std is 0.5 within 0.01)."""
+    noisy, clean = T.make_data(T.NEW, 500, seed=0), T.make_data(T.NEW, 500, seed=0, noise=0.0)
+    d = noisy.x - clean.x
+    assert abs(float(d[:, :64].std()) - 0.5) < 0.01 and torch.equal(d[:, 64:], torch.zeros(500, 1))

@@ -409,8 +409,8 @@ def train(
         history["ptx_loss"].append(float(np.mean(ptx_losses)) if ptx_losses else float("nan"))
         for name, fn in extra_rewards.items():
             history[name].append(float(np.mean([float(v) for v in fn(ro.prompts, ro.completions, ro.infos)])))
-        for i in range(min(cfg.log_samples, B)):
-            j = i * cfg.num_generations if i * cfg.num_generations < B else i  # one per prompt first
+        # rows p·G .. p·G + G − 1 are prompt p's: log each prompt's first completion, then each one's second, ...
+        for j in sorted(range(B), key=lambda row: (row % cfg.num_generations, row))[:cfg.log_samples]:
             history["samples"].append((step, ro.prompts[j], ro.completions[j], ro.scores[j].item()))
         bar.set_postfix(reward=f"{history['reward'][-1]:.2f}", kl=f"{mean_kl:.3f}")
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps):
