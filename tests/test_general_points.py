@@ -91,6 +91,7 @@ def render(tree, rnd, parent_op=None, side=None):
 
 def test_card_values():
     assert [gp.card_value(c, "ten") for c in gp.CARDS] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 10, 10, 10]
+    assert [gp.card_value(c) for c in gp.CARDS] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 10, 10, 10]  # "ten" by default
     assert [gp.card_value(c, "ranked") for c in gp.CARDS] == list(range(1, 14))
     assert gp.card_value(13, "ranked") == 13 and gp.card_value(1, "ten") == 1
     with pytest.raises(ValueError, match=r"^unknown card 14;"):  # ranks stop at 13 (K)
@@ -332,6 +333,17 @@ def test_solver_writes_chained_products_without_parentheses():
     # 24 from 2, 3, 4 only as their product (no sum, difference or quotient of them makes 24): the six orders,
     # each written flat, since a*(b*c) and (a*b)*c need no parentheses.
     assert gp.solve([2, 3, 4]) == ["2*3*4", "2*4*3", "3*2*4", "3*4*2", "4*2*3", "4*3*2"]
+
+
+def test_solve_subtracts_a_zero_from_a_zero():
+    """0 - 0 = 0: when both halves of a split are worth 0, subtracting one from the other solves target 0, so a zero
+    keeps its + and - partners next to its * and / ones."""
+    assert {"2-2-(5-5)", "5-5-(2-2)"} <= set(gp.solve([2, 2, 5, 5], 0))
+
+
+def test_solve_writes_a_three_term_sum_in_every_order():
+    """1 + 2 + 21 = 24 and nothing else of these cards makes 24: the six orders of the sum, each once."""
+    assert sorted(gp.solve([1, 2, 21])) == sorted("+".join(p) for p in itertools.permutations(["1", "2", "21"]))
 
 
 def test_hand_values_counts_face_cards_ten_by_default():
@@ -772,21 +784,3 @@ def test_the_answer_length_limit_is_inclusive():
 def test_expert_answer_names_a_hand_that_cannot_make_the_target():
     with pytest.raises(ValueError, match=r"^cards \['A', 'A', 'A', 'A'\] cannot make 24 under rule 'ten'$"):
         gp.expert_answer(["A", "A", "A", "A"])
-
-
-def test_solve_subtracts_a_zero_from_a_zero():
-    """0 - 0 = 0: when both halves of a split are worth 0, subtracting one from the other solves target 0, so a zero
-    keeps its + and - partners next to its * and / ones."""
-    assert {"2-2-(5-5)", "5-5-(2-2)"} <= set(gp.solve([2, 2, 5, 5], 0))
-
-
-def test_card_value_counts_face_cards_as_ten_by_default():
-    """The default rule is "ten": J, Q and K are worth 10 unless "ranked" (11, 12, 13) is asked for."""
-    assert [gp.card_value(c) for c in ("A", "9", "10", "J", "Q", "K")] == [1, 9, 10, 10, 10, 10]
-    assert [gp.card_value(c, "ranked") for c in ("J", "Q", "K")] == [11, 12, 13]
-
-
-def test_solve_writes_a_three_term_sum_in_every_order():
-    """1 + 2 + 21 = 24 and nothing else of these cards makes 24: the six orders of the sum, each once."""
-    assert set(gp.solve([1, 2, 21])) == {"+".join(p) for p in itertools.permutations(["1", "2", "21"])}
-    assert len(gp.solve([1, 2, 21])) == 6
