@@ -57,17 +57,17 @@ gpu-check: setup
 	$(PY) -m benchmarks.gpu_check
 
 # Mutation testing (mutmut, in the dev extra): changes one thing at a time in the files of pyproject's [tool.mutmut]
-# and reruns the tests that reach it. Slow, so not part of `make test`; results are kept in mutants/ and a rerun
-# only tests what changed. MUTMUT_ARGS passes options or mutant names, e.g. MUTMUT_ARGS="--max-children 1".
-# The score is killed / (all mutants a test reaches); the survivors are listed, `mutmut show NAME` shows one.
+# and reruns the tests that reach it. Slow (hours for all), so not part of `make test`. Results are kept in mutants/
+# and, between clones, in tests/mutation_record.json: restored before the run, saved after it (after a run that was
+# killed: `.venv/bin/python tests/mutation_record.py save`), so a rerun tests only what is unchecked or changed.
+# MUTMUT_ARGS passes options or mutant names, e.g. MUTMUT_ARGS="--max-children 1". The score counts timeouts as
+# caught; `.venv/bin/mutmut show NAME` shows a survivor.
 mutants: setup
-	$(VENV)/bin/mutmut run $(MUTMUT_ARGS)
-	$(VENV)/bin/mutmut results
-	$(VENV)/bin/mutmut export-cicd-stats
-	$(PY) -c "import json; s = json.load(open('mutants/mutmut-cicd-stats.json')); \
-	n = s['total'] - s['no_tests'] - s['skipped']; \
-	print(f\"mutation score: {s['killed']}/{n} killed ({100 * s['killed'] / max(n, 1):.1f}%), {s['survived']} survived, \
-	{s['timeout']} timed out, {s['no_tests']} reached by no test\")"
+	$(PY) tests/mutation_record.py restore
+	$(VENV)/bin/mutmut run $(MUTMUT_ARGS); status=$$?; \
+	$(PY) tests/mutation_record.py save; \
+	$(VENV)/bin/mutmut results | grep -v ": not checked$$"; \
+	$(PY) tests/mutation_record.py score; exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis mutants

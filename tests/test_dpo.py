@@ -105,7 +105,7 @@ def test_tabular_dpo_reaches_the_kl_regularized_optimum(beta):
 def test_tabular_dpo_rejects_bad_input():
     with pytest.raises(ValueError, match="^beta must be > 0, got 0.0$"):
         tabular_dpo(torch.zeros(3), torch.zeros(3), 0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^ref_logits and rewards must both be \(K,\), got \(3,\) and \(4,\)$"):
         tabular_dpo(torch.zeros(3), torch.zeros(4), 1.0)
 
 

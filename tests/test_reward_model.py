@@ -106,6 +106,14 @@ def test_from_gpt_copies_the_trunk(tok):
         assert torch.equal(p, before[name]), name
 
 
+def test_num_params_counts_the_trunk_and_the_scalar_head(tok):
+    V, C, block = tok.vocab_size, 8, 16
+    rm = RewardModel(GPTConfig(block_size=block, n_layer=1, n_head=2, n_embd=C))
+    # token and position embeddings; one block: two LayerNorm weights, q/k/v (3C x C), the attention's output (C x C),
+    # the MLP (4C x C and C x 4C); the final LayerNorm; the score head (C, no bias). No LM head.
+    assert rm.num_params() == V * C + block * C + (2 * C + 3 * C * C + C * C + 8 * C * C) + C + C
+
+
 def test_score_texts_and_reward_fn(tok):
     rm = _rm().train()
     prompts, completions = ["ab:", "x:", "abc:"], ["ba", "x", "c"]

@@ -59,6 +59,14 @@ def test_lr_schedule():
     assert scheduled_lr(55, cfg) == pytest.approx(0.55)
 
 
+def test_history_logs_each_steps_learning_rate():
+    cfg = SFTConfig(max_steps=4, batch_size=4, warmup_steps=2, learning_rate=0.5, min_lr_ratio=0.2)
+    h = sft.train(_model(), reverse_dataset(20), cfg, progress=False)
+    # warmup 0.5 * 1/2, 0.5 * 2/2; then the cosine over 2 steps from 0.5 to the floor 0.1: 0.5 at its start, and
+    # halfway 0.1 + 0.4 * (1 + cos(π/2)) / 2 = 0.3
+    assert h["lr"] == pytest.approx([0.25, 0.5, 0.5, 0.3])
+
+
 def test_same_seed_same_losses():
     data = reverse_dataset(200, seed=0)
     h1 = sft.train(_model(0), data, SFTConfig(max_steps=8, batch_size=8, seed=3), progress=False)
