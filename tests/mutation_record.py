@@ -68,16 +68,12 @@ def save():
     if not files:
         sys.exit("mutation_record save: mutants/ has no results (run `make mutants` first); the record is unchanged")
     # One line per function, so that a diff of the record shows which functions' verdicts changed.
-    lines = ["{"]
-    for i, (source, functions) in enumerate(sorted(files.items())):
-        lines.append(f"  {json.dumps(source)}: {{")
-        items = sorted(functions.items())
-        for j, (name, f) in enumerate(items):
-            comma = "," if j < len(items) - 1 else ""
-            lines.append(f"    {json.dumps(name, ensure_ascii=False)}: {json.dumps(f)}{comma}")
-        lines.append("  }" + ("," if i < len(files) - 1 else ""))
-    lines.append("}")
-    RECORD.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    blocks = [f"  {json.dumps(source)}: {{\n"
+              + ",\n".join(f"    {json.dumps(name, ensure_ascii=False)}: {json.dumps(f)}"
+                           for name, f in sorted(fs.items()))
+              + "\n  }" for source, fs in sorted(files.items())]
+    text = "{\n" + ",\n".join(blocks) + "\n}"
+    RECORD.write_text(text + "\n", encoding="utf-8")
     total = sum(len(f["exit_codes"]) for functions in files.values() for f in functions.values())
     checked = sum(c is not None for fs in files.values() for f in fs.values() for c in f["exit_codes"])
     print(f"mutation record: {checked} of {total} mutants' verdicts saved to {RECORD}")
@@ -120,18 +116,16 @@ def score():
     for meta_path in _meta_paths():
         codes = json.loads(Path(meta_path).read_text())["exit_code_by_key"].values()
         if codes:
-            statuses = [status_by_exit_code[c] for c in codes]
-            rows.append((_source_of(meta_path), len(statuses), [statuses.count(c) for c in columns], statuses))
+            rows.append((_source_of(meta_path), [status_by_exit_code[c] for c in codes]))
     if not rows:
         sys.exit("mutation_record score: mutants/ has no results; run `make mutants` first")
-    everything = [s for row in rows for s in row[3]]
-    rows.append(("all", len(everything), [everything.count(c) for c in columns], everything))
+    rows.append(("all", [s for _, statuses in rows for s in statuses]))
     print(f"{'file':<34} {'mutants':>7} " + " ".join(f"{c:>11}" for c in columns) + "  score")
-    for name, n, counts, statuses in rows:
+    for name, statuses in rows:
         caught = sum(s in CAUGHT for s in statuses)
         reached = caught + statuses.count("survived")
         pct = f"{100 * caught / reached:.1f}%" if reached else "-"
-        print(f"{name:<34} {n:>7} " + " ".join(f"{c:>11}" for c in counts) + f"  {pct}")
+        print(f"{name:<34} {len(statuses):>7} " + " ".join(f"{statuses.count(c):>11}" for c in columns) + f"  {pct}")
     print("score: caught (killed, timed out, or killed for memory) / (caught + survived), over the checked mutants")
 
 
