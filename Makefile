@@ -61,10 +61,11 @@ gpu-check: setup
 # and, between clones, in tests/mutation_record.json: restored before the run, saved after it (after a run that was
 # killed: `.venv/bin/python tests/mutation_record.py save`), so a rerun tests only what is unchecked or changed.
 # MUTMUT_ARGS passes options or mutant names, e.g. MUTMUT_ARGS="--max-children 1". The score counts timeouts as
-# caught; `.venv/bin/mutmut show NAME` shows a survivor.
+# caught; `.venv/bin/mutmut show NAME` shows a survivor. OMP_NUM_THREADS=1: mutmut runs one test process per core,
+# and the tests then take one thread each (tests/conftest.py) instead of oversubscribing the cores.
 mutants: setup
 	$(PY) tests/mutation_record.py restore
-	$(VENV)/bin/mutmut run $(MUTMUT_ARGS); status=$$?; \
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run $(MUTMUT_ARGS); status=$$?; \
 	$(PY) tests/mutation_record.py save; \
 	$(VENV)/bin/mutmut results | grep -v ": not checked$$"; \
 	$(PY) tests/mutation_record.py score; exit $$status

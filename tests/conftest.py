@@ -1,8 +1,14 @@
+import os
+
 import pytest
 import torch
 
 import toyenv
+from mutmut_isolation import under_mutmut
 from toyenv import GPT, GPTConfig, Tokenizer, seed_everything
+from toyenv.envs import general_points
+
+_THREADS = 1 if os.environ.get("OMP_NUM_THREADS") == "1" else 2
 
 
 @pytest.fixture(scope="session")
@@ -25,4 +31,16 @@ def base():
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    torch.set_num_threads(2)
+    # 2 threads: CI's machines have 2 cores. A runner that tests in parallel processes (`make mutants` runs two)
+    # sets OMP_NUM_THREADS=1, and gets it: two processes of 2 threads each on 2 cores slow each other down.
+    torch.set_num_threads(_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _cold_solver_caches():
+    # Under mutmut every test meets GeneralPoints' solver caches empty, so that it calls (and is recorded as calling)
+    # the helpers beneath them: see tests/mutmut_isolation.py.
+    if under_mutmut():
+        for cached in (general_points._all_expressions, general_points._solutions, general_points._reachable,
+                       general_points._solvable):
+            cached.cache_clear()

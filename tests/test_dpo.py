@@ -12,8 +12,10 @@ from toyenv.pairs import PreferencePair, general_points_pairs
 from toyenv.trainers import dpo
 from toyenv.trainers.dpo import LOSS_TYPES, PreferenceConfig, monitor, tabular_dpo
 
+from mutmut_isolation import module_scope_unless_mutmut
 
-@pytest.fixture(scope="module")
+
+@pytest.fixture(scope=module_scope_unless_mutmut)
 def pairs():
     return general_points_pairs(24, seed=0)
 

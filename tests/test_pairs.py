@@ -1,5 +1,4 @@
 """toyenv.pairs: the one pair type, strengths and Llama 2's margins, graded GeneralPoints pairs."""
-import os
 import warnings
 
 import pytest
@@ -14,12 +13,12 @@ from toyenv.pairs import (
 from toyenv.tokenizer import PAD_ID
 
 from fakes import ModeTracking, SpySampler
+from mutmut_isolation import module_scope_unless_mutmut, under_mutmut
 
 TINY = dict(block_size=32, n_layer=2, n_head=2, n_embd=32)
 T = torch.tensor
 # mutmut's trampolines add a frame to every call of a mutated function, so under `make mutants` a warning's
 # stacklevel lands one frame off; the plain test run checks where warnings point.
-UNDER_MUTMUT = "MUTANT_UNDER_TEST" in os.environ
 
 
 def _gpt(seed=0):
@@ -64,7 +63,7 @@ def test_graded_pair_checks_and_converts():
                                        "negligibly_better": 0}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=module_scope_unless_mutmut)
 def pairs200():
     return general_points_pairs(200, seed=0)
 
@@ -165,7 +164,7 @@ def test_sampled_pairs_deal_at_most_max_rounds_times_n_hands_and_sample_as_asked
     with pytest.warns(UserWarning, match="only 0 of the 1 requested pairs from 3 hands") as record:
         pairs = general_points_pairs(1, seed=0, model=model, num_samples=2, temperature=0.7, max_new_tokens=5,
                                      batch_size=2, max_rounds=3)
-    assert pairs == [] and (UNDER_MUTMUT or record[0].filename == __file__)  # it points at the caller's line
+    assert pairs == [] and (under_mutmut() or record[0].filename == __file__)  # it points at the caller's line
     assert [len(ids) for ids, _ in model.calls] == [2, 1]
     assert all(row[0] == BOS_ID for ids, _ in model.calls for row in ids)
     for _, kw in model.calls:
@@ -313,7 +312,7 @@ def test_sampling_visits_prompts_in_batches_of_two_rows_each_and_counts_rounds(m
             as record:
         assert sample_preference_pairs(_CPU_POLICY, None, prompts, ties, 3, seed=7, temperature=0.5,
                                        max_new_tokens=9, infos=infos, batch_size=2, max_rounds=3) == []
-    assert UNDER_MUTMUT or record[0].filename == __file__  # the warning points at the caller's line
+    assert under_mutmut() or record[0].filename == __file__  # the warning points at the caller's line
     rows_per_call = [["p0:", "p0:", "p1:", "p1:"], ["p2:", "p2:", "p3:", "p3:"], ["p4:", "p4:"]] * 3
     assert [c["prompts"] for c in spy.calls] == rows_per_call
     assert [s[0] for s in seen] == rows_per_call  # gold_fn gets the prompts of its rows...
@@ -402,7 +401,7 @@ def test_sampled_pairs_skip_only_the_hands_whose_samples_tie(monkeypatch):
     # hand 0's two samples tie, hand 1's differ (3 > 1): one pair, from hand 1, with hand 1's prompt and info
     with pytest.warns(UserWarning, match="only 1 of the 2 requested pairs from 2 hands") as record:
         pairs, spy = _sampled(monkeypatch, {0: (2.0, 2.0), 1: (1.0, 3.0)}, n=2)
-    assert UNDER_MUTMUT or record[0].filename == __file__  # stacklevel: the line that asked (here, _sampled's)
+    assert under_mutmut() or record[0].filename == __file__  # stacklevel: the line that asked (here, _sampled's)
     assert [(p.prompt, p.chosen, p.rejected, p.info["hand"]) for p in pairs] == [("h1:", "c0.3", "c0.2", "h1:")]
     assert spy.calls[0]["num_return_sequences"] == 2
 

@@ -109,6 +109,18 @@ def test_a_nan_gradient_with_a_finite_loss_stops_training_before_the_update(name
     assert _finite(model)  # the step that saw the NaN gradient never updated the weights
 
 
+@pytest.mark.parametrize("name", ["sft", "dpo", "reward_model"])
+def test_a_nan_loss_stops_training_before_backward_naming_the_loss(name):
+    """D1 at the loss: a NaN weight makes the first loss NaN. The run stops on it at step 0, before backward, with
+    the trainer's name for the quantity (RL's policy would fail in sampling first: its own test is below)."""
+    build, run, prefix = TRAINERS[name]
+    model = build()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=rf"^{prefix} loss became nan at step 0 \(learning_rate=0\.001\)"):
+        run(model, learning_rate=1e-3)
+
+
 @pytest.mark.parametrize("name", TRAINERS)
 def test_a_huge_learning_rate_stops_with_a_floating_point_error_naming_step_and_learning_rate(name):
     """D1 as a learner meets it: learning_rate=1e6 on a tiny model. Whichever quantity breaks first (the loss, the
