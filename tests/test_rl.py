@@ -50,6 +50,14 @@ def test_advantage_errors(bad):
         advantages(torch.zeros(5), "grpo", 2)  # 5 rewards do not split into groups of 2
 
 
+def test_a_group_algorithm_without_num_generations_is_refused():
+    """The default, 1, is no group: rloo and grpo refuse it rather than guess a group size."""
+    for algorithm in ("rloo", "grpo"):
+        with pytest.raises(ValueError, match=rf"^{algorithm} needs groups of num_generations >= 2 completions; got 4 "
+                                             r"rewards, k=1$"):
+            advantages(torch.zeros(4), algorithm)
+
+
 # ----------------------------------------------------------------------------------------- PPO clipping
 @pytest.mark.parametrize("adv, ratio, has_grad", [
     (+1.0, 1.00, True), (+1.0, 1.10, True), (+1.0, 1.30, False), (+1.0, 0.70, True),
