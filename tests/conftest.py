@@ -41,6 +41,6 @@ def _cold_solver_caches():
     # Under mutmut every test meets GeneralPoints' solver caches empty, so that it calls (and is recorded as calling)
     # the helpers beneath them: see tests/mutmut_isolation.py.
     if under_mutmut():
-        for cached in (general_points._all_expressions, general_points._solutions, general_points._reachable,
-                       general_points._solvable):
-            cached.cache_clear()
+        for cached in vars(general_points).values():
+            if hasattr(cached, "cache_clear"):  # every functools.lru_cache in the module
+                cached.cache_clear()

@@ -10,6 +10,8 @@ import os
 
 
 def under_mutmut() -> bool:
+    """Whether mutmut runs this test. Its trampolines also add a frame to every call of a mutated function, so a
+    warning's stacklevel lands one frame off there: tests that check where a warning points do so only without it."""
     return "MUTANT_UNDER_TEST" in os.environ
 
 

@@ -17,8 +17,6 @@ from mutmut_isolation import module_scope_unless_mutmut, under_mutmut
 
 TINY = dict(block_size=32, n_layer=2, n_head=2, n_embd=32)
 T = torch.tensor
-# mutmut's trampolines add a frame to every call of a mutated function, so under `make mutants` a warning's
-# stacklevel lands one frame off; the plain test run checks where warnings point.
 
 
 def _gpt(seed=0):
