@@ -95,31 +95,32 @@ def test_shipped_sweep_per_seed_numbers(sweep):
     t = ptx.per_seed(sweep)
     assert sorted(t) == [0.0, 0.1, 0.3, 1.0, 3.0] and all(sorted(t[g]) == [0, 1, 2] for g in t)
     assert sweep["base"]["pretraining_loss"] == 0.12099
-    assert [t[0.0][s]["pretraining_loss"] for s in (0, 1, 2)] == [0.13539, 0.12762, 0.1295]
-    assert [t[0.1][s]["pretraining_loss"] for s in (0, 1, 2)] == [0.12772, 0.11824, 0.12113]
-    assert [t[0.3][s]["pretraining_loss"] for s in (0, 1, 2)] == [0.11634, 0.12138, 0.12049]
-    assert t[1.0][0]["ranked"] == pytest.approx(89 / 300) and t[0.0][0]["ranked"] == pytest.approx(64 / 300)
+    assert [t[0.0][s]["pretraining_loss"] for s in (0, 1, 2)] == [0.13349, 0.1255, 0.13177]
+    assert [t[0.1][s]["pretraining_loss"] for s in (0, 1, 2)] == [0.13159, 0.122, 0.11951]
+    assert [t[0.3][s]["pretraining_loss"] for s in (0, 1, 2)] == [0.11898, 0.11808, 0.13287]
+    assert t[1.0][0]["ranked"] == pytest.approx(81 / 300) and t[0.0][0]["ranked"] == pytest.approx(50 / 300)
     assert sweep["base"]["ranked"] == pytest.approx(73 / 300)
 
 
 def test_shipped_sweep_supports_notebook_04s_claims(sweep):
     """The lines notebook 04 checks, with the counts worked out by hand from the JSON:
-    γ = 0 ends above the base loss (0.12099) on all seeds, and 'ranked' (base 73/300) at or below the base only on
-    seed 0 (64/300; seeds 1 and 2: 74/300 and 81/300); every γ ≥ 0.1 is below γ = 0 on every seed, but γ = 0.1 is
-    below the base on seed 1 only, and γ = 0.3 seed 1 (0.12138) is above the base, so 'below the base on every seed'
-    starts at γ = 1; γ = 0.3 seed 1's 'ranked' (72/300) is below the base, so that one starts at γ = 1 too."""
+    γ = 0 ends above the base loss (0.12099) on all seeds, and 'ranked' (base 73/300) at or below the base on seeds
+    0 and 1 (50/300, 60/300; seed 2: 76/300); γ = 0.3 seed 2 (0.13287) is above its γ = 0 run (0.13177), so 'below
+    γ = 0 on every seed' starts at γ = 1 although γ = 0.1 has it; γ = 0.1 is below the base on seed 2 only, and
+    γ = 0.3 seed 2 is above the base, so 'below the base on every seed' starts at γ = 1; 'ranked' is above the base
+    on every seed from γ = 0.3 (80, 80, 81 of 300) but not at γ = 0.1 (62, 67, 76)."""
     c = ptx.seed_counts(sweep)
-    assert c[0.0]["loss_above_base"] == 3 and c[0.0]["ranked_at_or_below_base"] == 1
+    assert c[0.0]["loss_above_base"] == 3 and c[0.0]["ranked_at_or_below_base"] == 2
     assert c[0.1]["loss_below_gamma0"] == 3 and c[0.1]["loss_below_base"] == 1 and c[0.1]["ranked_above_base"] == 1
-    assert c[0.3]["loss_below_gamma0"] == 3 and c[0.3]["loss_below_base"] == 2 and c[0.3]["ranked_above_base"] == 2
+    assert c[0.3]["loss_below_gamma0"] == 2 and c[0.3]["loss_below_base"] == 2 and c[0.3]["ranked_above_base"] == 3
     for g in (1.0, 3.0):
         assert c[g]["loss_below_gamma0"] == c[g]["loss_below_base"] == c[g]["ranked_above_base"] == 3
     lines = ptx.verdicts(sweep)
     assert lines[:2] == ["γ = 0: pretraining loss above the base on 3/3 seeds: yes",
-                         "γ = 0: 'ranked' at or below the base on 1/3 seeds: no"]
-    assert lines[-3:] == ["pretraining loss below γ = 0 on every seed for every γ ≥ 0.1: yes",
+                         "γ = 0: 'ranked' at or below the base on 2/3 seeds: no"]
+    assert lines[-3:] == ["pretraining loss below γ = 0 on every seed for every γ ≥ 1: yes",
                           "pretraining loss below the base on every seed for every γ ≥ 1: yes",
-                          "'ranked' above the base on every seed for every γ ≥ 1: yes"]
+                          "'ranked' above the base on every seed for every γ ≥ 0.3: yes"]
     # the means the notebook states as means: the pretraining loss falls with γ, the control is near γ = 3
     s = ptx.summary(sweep["runs"])
     means = [s[g]["pretraining_loss"][0] for g in sorted(s)]

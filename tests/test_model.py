@@ -151,3 +151,76 @@ def test_token_logprobs_has_gradients(small_model):
 def test_config_validation():
     with pytest.raises(ValueError, match="divisible"):
         GPTConfig(n_embd=100, n_head=3)
+
+
+# ---------------------------------------------------------------- completions scored with each prompt read once
+def _grouped_rollout(tok, k=3):
+    """Three left-padded prompts, k completions each (rows i*k .. i*k+k-1 continue prompt i), some ended early
+    (pads after their EOS, and one that sampled the PAD id itself as a real token)."""
+    ids, prompt_mask = tok.pad_batch(_prompts(tok), side="left")
+    g = torch.Generator().manual_seed(0)
+    completions = torch.randint(3, 99, (3 * k, 7), generator=g)
+    completion_mask = torch.ones_like(completions, dtype=torch.bool)
+    completions[1, 2], completions[1, 3:], completion_mask[1, 3:] = EOS_ID, PAD_ID, False
+    completions[5, 0], completions[5, 1:], completion_mask[5, 1:] = EOS_ID, PAD_ID, False
+    completions[7, 4] = PAD_ID  # sampled, so real
+    return ids, prompt_mask, completions, completion_mask
+
+
+def _whole_rows(model, ids, prompt_mask, completions, completion_mask, index):
+    """The plain way: forward over each row [prompt, completion]; its logits at columns P-1 .. P+S-2."""
+    rows = torch.cat((ids[index], completions), 1)
+    attn = torch.cat((prompt_mask[index], completion_mask), 1)
+    return model(rows, attn)[:, ids.shape[1] - 1: -1]
+
+
+def test_completion_logits_equal_the_forward_over_whole_rows_and_so_do_their_gradients(small_model, tok):
+    ids, pm, comp, cm = _grouped_rollout(tok)
+    index = torch.arange(3).repeat_interleave(3)
+    small_model.train()  # dropout is 0: train mode only switches autograd bookkeeping
+    shared = small_model.completion_logits(ids, pm, comp, cm)
+    whole = _whole_rows(small_model, ids, pm, comp, cm, index)
+    assert shared.shape == (9, 7, small_model.config.vocab_size)
+    torch.testing.assert_close(shared, whole, atol=2e-5, rtol=1e-5)
+    # One scalar that weights every real completion position differently: the prompts' gradients gather from k rows.
+    w = torch.linspace(0.5, 2.0, 7) * cm
+    loss_of = lambda logits: (torch.log_softmax(logits, -1)[..., 5] * w).sum()  # noqa: E731
+    g_shared = torch.autograd.grad(loss_of(shared), list(small_model.parameters()))
+    g_whole = torch.autograd.grad(loss_of(whole), list(small_model.parameters()))
+    for (name, _), a, b in zip(small_model.named_parameters(), g_shared, g_whole):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"gradient of {name}")
+
+
+def test_completion_logits_of_any_rows_in_any_order(small_model, tok):
+    ids, pm, comp, cm = _grouped_rollout(tok)
+    rows = torch.tensor([7, 1, 2, 8])  # prompts 2, 0, 0, 2: a shuffled minibatch
+    picked = small_model.completion_logits(ids[[0, 2]], pm[[0, 2]], comp[rows], cm[rows], torch.tensor([1, 0, 0, 1]))
+    whole = _whole_rows(small_model, ids, pm, comp[rows], cm[rows], rows // 3)
+    torch.testing.assert_close(picked, whole, atol=2e-5, rtol=1e-5)
+
+
+def test_completion_logprobs_pick_each_completion_token_from_its_own_distribution(small_model, tok):
+    from toyenv.model import completion_logprobs
+
+    ids, pm, comp, cm = _grouped_rollout(tok)
+    picked, logdist = completion_logprobs(small_model, ids, pm, comp, cm, temperature=2.0)
+    logits = _whole_rows(small_model, ids, pm, comp, cm, torch.arange(3).repeat_interleave(3)) / 2.0
+    expected = torch.log_softmax(logits, -1)
+    torch.testing.assert_close(logdist, expected, atol=2e-5, rtol=1e-5)
+    for b, j in ((0, 0), (4, 6), (7, 4)):  # written out: row b's token j under its own distribution
+        torch.testing.assert_close(picked[b, j], expected[b, j, comp[b, j]])
+    one = small_model.completion_logits(ids, pm, comp[:, :1], cm[:, :1])  # only the prompt predicts
+    torch.testing.assert_close(one, _whole_rows(small_model, ids, pm, comp[:, :1], cm[:, :1],
+                                                torch.arange(3).repeat_interleave(3)), atol=2e-5, rtol=1e-5)
+
+
+def test_completion_logits_refuse_what_they_cannot_score(small_model, tok):
+    ids, pm, comp, cm = _grouped_rollout(tok)
+    with pytest.raises(ValueError, match=r"8 completions do not split evenly over 3 prompts; pass prompt_index"):
+        small_model.completion_logits(ids, pm, comp[:8], cm[:8])
+    with pytest.raises(ValueError, match=r"completion_mask \(9, 6\)"):
+        small_model.completion_logits(ids, pm, comp, cm[:, :6])
+    long = torch.full((9, 96 - ids.shape[1] + 1), 5)
+    with pytest.raises(ValueError, match=rf"prompt \({ids.shape[1]}\) \+ completion \({long.shape[1]}\) tokens "
+                                         r"exceed block_size 96"):
+        small_model.completion_logits(ids, pm, long, torch.ones_like(long, dtype=torch.bool))

@@ -19,45 +19,43 @@ def test_learned_is_five_points_above_the_base():
 
 
 def test_predictors_and_headline_against_the_shipped_study_read_by_hand():
-    """Ranks read by hand from razor.json, runs in RUNS order. KL: 0.836 2.742 1.672 0.904 1.094 0.613 1.558 2.455
-    2.985 3.227 8.524 17.056 2.353 2.927; weight change: 0.719 1.844 1.076 0.696 0.765 0.394 1.442 2.957 6.546 4.540
-    2.648 6.554 2.938 2.977; forgetting of the ranked rule: -.007 .102 -.029 -.007 -.024 -.045 -.081 .027 .219 .107
-    .215 .234 .040 .072. Runs 1 and 4 tie exactly on forgetting (both 0.246 on the ranked rule), so they share rank
-    5.5 and ρ is Pearson's r of the ranks: Σ(x − 7.5)² = 14·195/12 = 227.5 for KL and weight change, 227.5 − (2³ − 2)/12
-    = 227 for forgetting, and Σxy − n·7.5² = (227.5 + 227 − Σd²) / 2."""
+    """Ranks read by hand from razor.json, runs in RUNS order. KL: 0.836 2.623 1.630 0.904 1.094 0.613 1.558 2.455
+    2.985 3.227 8.524 17.056 2.353 2.927; weight change: 0.719 1.830 1.068 0.696 0.765 0.394 1.442 2.957 6.546 4.540
+    2.648 6.554 2.938 2.977; forgetting of the ranked rule: -.007 .084 -.023 -.008 -.024 -.045 -.081 .027 .219 .107
+    .215 .234 .040 .072. No two runs tie, so ρ = 1 − 6 Σd² / (n (n² − 1)) with n (n² − 1) = 14 · 195 = 2730."""
     study = R.load()
     kl_rank = np.array([2, 9, 6, 3, 4, 1, 5, 8, 11, 12, 13, 14, 7, 10])
     w_rank = np.array([3, 7, 5, 2, 4, 1, 6, 10, 13, 12, 8, 14, 9, 11])
-    f_rank = np.array([5.5, 10, 3, 5.5, 4, 2, 1, 7, 13, 11, 12, 14, 8, 9])
-    assert ((kl_rank - f_rank) ** 2).sum() == 54.5 and ((w_rank - f_rank) ** 2).sum() == 88.5
+    f_rank = np.array([6, 10, 4, 5, 3, 2, 1, 7, 13, 11, 12, 14, 8, 9])
+    assert ((kl_rank - f_rank) ** 2).sum() == 52 and ((w_rank - f_rank) ** 2).sum() == 86
     table = {(t["skill"], t["subset"]): t for t in R.predictor_table(study)}
     allr = table["ranked rule", "all"]
     assert allr["n"] == 14 and table["ranked rule", "learned"]["n"] == 11
-    assert allr["spearman_kl"] == pytest.approx((227.5 + 227 - 54.5) / 2 / (227.5 * 227) ** 0.5)  # 0.880
-    assert allr["spearman_weight_change"] == pytest.approx((227.5 + 227 - 88.5) / 2 / (227.5 * 227) ** 0.5)  # 0.805
+    assert allr["spearman_kl"] == pytest.approx(1 - 6 * 52 / 2730)  # 0.886
+    assert allr["spearman_weight_change"] == pytest.approx(1 - 6 * 86 / 2730)  # 0.811
     # the straight-line and log fits, as the rebuilt study printed them (r_squared itself is checked by hand above)
-    assert allr["r2_kl"] == pytest.approx(0.547, abs=0.001) and allr["r2_weight_change"] == pytest.approx(0.691, abs=0.001)
-    assert allr["r2_log_kl"] == pytest.approx(0.727, abs=0.001)
-    assert table["ranked rule", "learned"]["r2_log_kl"] == pytest.approx(0.800, abs=0.001)
+    assert allr["r2_kl"] == pytest.approx(0.556, abs=0.001) and allr["r2_weight_change"] == pytest.approx(0.705, abs=0.001)
+    assert allr["r2_log_kl"] == pytest.approx(0.733, abs=0.001)
+    assert table["ranked rule", "learned"]["r2_log_kl"] == pytest.approx(0.808, abs=0.001)
     assert allr["r2_kl"] == pytest.approx(S.r_squared([r["kl"] for r in study["runs"]],
                                                       [r["forgetting"] for r in study["runs"]]))
-    # mean forgetting by method, from the values above: RL (-.007 + .102 - .029 - .007 - .024) / 5 = .007;
+    # mean forgetting by method, from the values above: RL (-.007 + .084 - .023 - .008 - .024) / 5 = .022 / 5;
     # SFT (-.045 - .081 + .027 + .219 + .107 + .215 + .234 + .040 + .072) / 9 = .788 / 9; those that learned
-    # (new task >= 0.513 + 0.05) leave out RL lr 3e-4 (0.360), SFT lr 1e-3 (0.513) and SFT other annotator lr 1e-4
-    # (0.270): RL -.067 / 4, SFT .354 / 7. Navigation, in 1/560ths: RL (-13 - 19 + 1 - 20 + 4) / 5 = -47 / 5
+    # (new task >= 0.513 + 0.05) leave out RL lr 3e-4 (0.333), SFT lr 1e-3 (0.513) and SFT other annotator lr 1e-4
+    # (0.270): RL -.062 / 4, SFT .354 / 7. Navigation, in 1/560ths: RL (-13 - 28 - 3 - 20 + 4) / 5 = -60 / 5
     by = R.forgetting_by_method(study)
     assert by["rl"]["all"]["n"] == 5 and by["sft"]["all"]["n"] == 9
     assert by["rl"]["learned"]["n"] == 4 and by["sft"]["learned"]["n"] == 7
-    assert by["rl"]["all"]["forgetting"]["mean"] == pytest.approx(0.007, abs=1e-9)
+    assert by["rl"]["all"]["forgetting"]["mean"] == pytest.approx(0.022 / 5, abs=1e-9)
     assert by["sft"]["all"]["forgetting"]["mean"] == pytest.approx(0.788 / 9, abs=1e-9)
-    assert by["rl"]["learned"]["forgetting"]["mean"] == pytest.approx(-0.067 / 4, abs=1e-9)
+    assert by["rl"]["learned"]["forgetting"]["mean"] == pytest.approx(-0.062 / 4, abs=1e-9)
     assert by["sft"]["learned"]["forgetting"]["mean"] == pytest.approx(0.354 / 7, abs=1e-9)
-    assert by["rl"]["all"]["forgetting"]["max"] == pytest.approx(0.102, abs=1e-9)
-    assert by["rl"]["all"]["forgetting_navigation"]["mean"] == pytest.approx(-47 / 5 / 560, abs=1e-9)
+    assert by["rl"]["all"]["forgetting"]["max"] == pytest.approx(0.084, abs=1e-9)
+    assert by["rl"]["all"]["forgetting_navigation"]["mean"] == pytest.approx(-60 / 5 / 560, abs=1e-9)
     lines = R.headline(study)
     assert len(lines) == 6 and all(line.endswith(": yes") for line in lines), lines
-    assert "Spearman ρ on KL 0.88, on weight change 0.81" in lines[1]
-    assert "mean forgetting +0.007 vs +0.088" in lines[2]
+    assert "Spearman ρ on KL 0.89, on weight change 0.81" in lines[1]
+    assert "mean forgetting +0.004 vs +0.088" in lines[2]
     # the verdicts flip when the data do: RL made to forget more than SFT gives NO
     worse = copy.deepcopy(study)
     for r in worse["runs"]:
@@ -206,8 +204,8 @@ def test_activation_change_is_the_shift_of_the_last_hidden_state(monkeypatch):
 def test_every_predictor_against_an_independent_formula_and_the_notebooks_reading():
     """Each cell of the tiny GPT's predictor table: R² is the squared Pearson correlation (numpy's corrcoef). Then
     section 5's reading of the shipped study: activation change fits the ranked rule best over all runs, KL and
-    reverse KL worst; the Fisher-weighted distance best among the runs that learned; on navigation a weight distance
-    best and KL far behind."""
+    reverse KL worst, KL narrowly the best by Spearman's ρ; the Fisher-weighted distance best among the runs that
+    learned; on navigation a weight distance best and KL far behind."""
     study = R.load()
     for skill, forgot in R.SKILLS:
         table = R.every_predictor(study, skill)
@@ -220,10 +218,13 @@ def test_every_predictor_against_an_independent_formula_and_the_notebooks_readin
     r2_all = {k: cell["all", k]["r2"] for k, _ in R.PREDICTORS}
     assert max(r2_all, key=r2_all.get) == "activation_change" and round(r2_all["activation_change"], 2) == 0.81
     assert sorted(r2_all, key=r2_all.get)[:2] == ["reverse_kl", "kl"]
-    assert [round(r2_all[k], 2) for k in ("weight_l1", "weight_change", "weight_fisher")] == [0.73, 0.69, 0.70]
+    assert [round(r2_all[k], 2) for k in ("weight_l1", "weight_change", "weight_fisher")] == [0.74, 0.70, 0.71]
     learned = {k: cell["learned", k]["r2"] for k, _ in R.PREDICTORS}
     assert max(learned, key=learned.get) == "weight_fisher" and round(learned["weight_fisher"], 2) == 0.90
-    assert round(cell["all", "kl"]["spearman"], 2) == round(cell["all", "activation_change"]["spearman"], 2) == 0.88
+    # ranked, KL does best, narrowly: 0.89 against 0.88 for the activation change and the reverse KL
+    spearman = {k: round(cell["all", k]["spearman"], 2) for k, _ in R.PREDICTORS}
+    assert max(spearman, key=spearman.get) == "kl" and spearman["kl"] == 0.89
+    assert spearman["activation_change"] == spearman["reverse_kl"] == 0.88
     nav = {t["predictor"]: t["r2"] for t in R.every_predictor(study, "navigation") if t["subset"] == "all"}
     assert min(nav[k] for k in ("weight_l1", "weight_change", "weight_fisher")) > 0.75 > 0.13 > nav["kl"]
     # the measurements themselves: a divergence of probabilities is in [0, 1]; the sampled reverse KL of the

@@ -12,7 +12,9 @@ plain language model because RLHF needs them:
 
 `generate` samples with a key/value cache: each new token attends to stored
 keys and values instead of re-running the whole prefix, which is what makes
-sampling 64 rollouts per RL step affordable on a CPU.
+sampling 64 rollouts per RL step affordable on a CPU. `completion_logits` scores
+the k completions of a prompt the same way, with gradients: the prompt's pass
+runs once and its keys and values are handed to each completion.
 """
 from __future__ import annotations
 
@@ -64,10 +66,14 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout
 
-    def forward(self, x, attn_mask=None, cache=None, cache_pos=0):
+    def forward(self, x, attn_mask=None, cache=None, cache_pos=0, past=None, present=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if present is not None:  # a shared prompt's pass hands its keys/values on (with their gradient)
+            present.append((k, v))
+        if past is not None:  # ... to its completions' pass, which attends to them before its own
+            k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
         if cache is not None:
             # Write this chunk's keys/values into the preallocated cache, then attend to everything so far.
             k_cache, v_cache = cache
@@ -104,8 +110,8 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, attn_mask=None, cache=None, cache_pos=0):
-        x = x + self.attn(self.ln_1(x), attn_mask, cache, cache_pos)
+    def forward(self, x, attn_mask=None, cache=None, cache_pos=0, past=None, present=None):
+        x = x + self.attn(self.ln_1(x), attn_mask, cache, cache_pos, past, present)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -175,6 +181,54 @@ class GPT(nn.Module):
 
     def _forward(self, idx, pos, attn_mask=None, caches=None, cache_pos=0):
         return self.lm_head(self._features(idx, pos, attn_mask, caches, cache_pos))
+
+    def completion_logits(self, prompts: torch.Tensor, prompt_mask: torch.Tensor, completions: torch.Tensor,
+                          completion_mask: torch.Tensor, prompt_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, S, vocab) for every completion token: out[:, j] is the distribution completion token j is
+        scored under, given its prompt and completions[:, :j]. The same numbers (up to float rounding) as `forward`
+        over the rows [prompt, completion] at their columns P-1 .. P+S-2, with each prompt read once.
+
+        `prompts` (Bp, P) are left-padded, `prompt_mask` True at their real tokens; `completions` (B, S) follow
+        them, `completion_mask` True at real tokens (a completion that ended early is padded after its EOS);
+        `prompt_index` (B,) names each completion's prompt row (default: B // Bp consecutive completions per
+        prompt, the layout of `generate(..., num_return_sequences=k)`).
+
+        Why: RL scores k completions of every prompt, and on the course's tasks the prompt is most of each row
+        (GeneralPoints: about 75 of 90 columns). The prompt's pass runs once per prompt; its keys and values are
+        handed to each of its completions, and gradients from all k flow back into it.
+        """
+        Bp, P = prompts.shape
+        B, S = completions.shape
+        if prompt_index is None:
+            if Bp == 0 or B % Bp:
+                raise ValueError(f"{B} completions do not split evenly over {Bp} prompts; pass prompt_index")
+            prompt_index = torch.arange(Bp, device=prompts.device).repeat_interleave(B // Bp)
+        if prompt_mask.shape != prompts.shape or completion_mask.shape != completions.shape or S == 0:
+            raise ValueError(f"masks must match their tokens and completions be non-empty: prompts "
+                             f"{tuple(prompts.shape)}, prompt_mask {tuple(prompt_mask.shape)}, completions "
+                             f"{tuple(completions.shape)}, completion_mask {tuple(completion_mask.shape)}")
+        if P + S > self.config.block_size:
+            raise ValueError(f"prompt ({P}) + completion ({S}) tokens exceed block_size {self.config.block_size}")
+        prompt_mask = prompt_mask.to(dtype=torch.bool, device=prompts.device)
+        # 1. Each prompt once: its hidden states, and every layer's keys and values.
+        n_real = prompt_mask.sum(1)
+        present: list = []
+        h = trunk(self.transformer, prompts, (prompt_mask.long().cumsum(-1) - 1).clamp(min=0),
+                  None if bool(prompt_mask.all()) else padded_causal_mask(prompt_mask), present=present)
+        # index_select, not [prompt_index]: its backward (index_add) sums the k copies' gradients several times faster
+        first = self.lm_head(self.transformer.ln_f(h[:, -1])).index_select(0, prompt_index)  # the last column is real
+        if S == 1:
+            return first[:, None]
+        # 2. The completions, but their last token (it predicts nothing), after a copy of their prompt's keys.
+        x = completions[:, :-1]
+        real = completion_mask[:, :-1].to(dtype=torch.bool, device=prompts.device)
+        pos = n_real[prompt_index, None] + real.long().cumsum(-1) - 1  # as `forward` counts them over the whole row
+        own = padded_causal_mask(real).squeeze(1)  # (B, S-1, S-1)
+        to_prompt = prompt_mask[prompt_index, None, :].expand(B, S - 1, P)
+        mask = torch.cat((to_prompt, own), dim=-1).unsqueeze(1)
+        past = [(k.index_select(0, prompt_index), v.index_select(0, prompt_index)) for k, v in present]
+        h = self.transformer.ln_f(trunk(self.transformer, x, pos, mask, past=past))
+        return torch.cat((first[:, None], self.lm_head(h)), dim=1)
 
     # ----------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -298,12 +352,17 @@ def complete(model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], max_new_t
 
 
 def trunk(transformer: nn.ModuleDict, idx: torch.Tensor, pos: torch.Tensor, attn_mask: torch.Tensor | None = None,
-          caches=None, cache_pos: int = 0) -> torch.Tensor:
+          caches=None, cache_pos: int = 0, past=None, present=None) -> torch.Tensor:
     """The hidden states (B, T, n_embd) of a GPT trunk (`GPT.transformer`: embeddings and blocks, before ln_f) at
-    positions `pos`. GPT puts ln_f and its LM head on top; the reward model reuses it with a scalar head."""
+    positions `pos`. GPT puts ln_f and its LM head on top; the reward model reuses it with a scalar head.
+
+    `caches` (per layer, preallocated, written in place: sampling, no gradient) or `past` (per layer, the (keys,
+    values) that come before `idx`, concatenated: training through a shared prompt) give earlier tokens; a list
+    passed as `present` collects each layer's (keys, values) of `idx`."""
     x = transformer.drop(transformer.wte(idx) + transformer.wpe(pos))
     for i, block in enumerate(transformer.h):
-        x = block(x, attn_mask, None if caches is None else caches[i], cache_pos)
+        x = block(x, attn_mask, None if caches is None else caches[i], cache_pos, None if past is None else past[i],
+                  present)
     return x
 
 
@@ -370,6 +429,19 @@ def token_logprobs(
         attention_mask = tokens != pad_id
     picked, _ = next_token_logprobs(model, tokens, attention_mask, temperature)
     return F.pad(picked, (1, 0), value=0.0)
+
+
+def completion_logprobs(model: GPT, prompts: torch.Tensor, prompt_mask: torch.Tensor, completions: torch.Tensor,
+                        completion_mask: torch.Tensor, prompt_index: torch.Tensor | None = None,
+                        temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(picked, logdist)` for completions that share prompts (`GPT.completion_logits`): logdist[:, j] (B, S, V) is
+    the log-distribution completion token j was drawn from and picked[:, j] its log-prob. The RL trainer scores
+    its k completions per prompt through it, reading each prompt once."""
+    logits = model.completion_logits(prompts, prompt_mask, completions, completion_mask, prompt_index)
+    if temperature != 1.0:
+        logits = logits / temperature
+    logdist = torch.log_softmax(logits.float(), dim=-1)
+    return logdist.gather(-1, completions.unsqueeze(-1)).squeeze(-1), logdist
 
 
 def next_token_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -6,7 +6,10 @@ One step of `train`, all in one place (CleanRL style):
    sampler (the group of a prompt is contiguous in the batch), and score every completion with the task's
    reward function (a verifier or a reward model).
 2. **Log-probs.** Score the sampled tokens under the policy (no gradient: these are the "old" log-probs
-   π_old that PPO's ratio divides by) and under the reference π_ref.
+   π_old that PPO's ratio divides by) and under the reference π_ref. Each prompt is read once for its k
+   completions (`toyenv.model.completion_logprobs`), as the sampler reads it. The prompts are most of each row
+   (GeneralPoints: about 75 of 90 columns), so reading them once instead of k times removes most of the step's
+   arithmetic (`python -m benchmarks.rl_step` measures the step before and after).
 3. **KL penalty**, in one of two places:
    - ``kl_in="reward"`` (PPO, RLOO): the sequence reward becomes  R = r − β Σ_t kl_t,  with kl_t a
      per-token estimate (``kl_estimator``, "k1" by default) computed from the samples and *treated as a
@@ -49,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kl import KL_ESTIMATORS, estimator, exact_categorical
-from ..model import GPT, next_token_logprobs
+from ..model import GPT, completion_logprobs, next_token_logprobs
 from ..tasks import Task
 from ..tokenizer import EOS_ID, PAD_ID, Tokenizer, collate, encode_pairs
 from ..utils import eval_mode, progress_bar
@@ -211,6 +214,7 @@ class Rollouts:
     completions: list[str]
     infos: list[dict]
     scores: torch.Tensor          # (B,) task reward
+    prompt_len: int               # P: columns :P hold the (left-padded) prompts, P: the completions
     gen_seconds: float = 0.0
     score_seconds: float = 0.0
 
@@ -241,7 +245,7 @@ def rollout(policy: GPT, task: Task, tokenizer: Tokenizer, cfg: RLConfig, rng: n
     P = max(len(i) for i in ids)
     attn = gen_mask.clone()
     attn[:, :P] = tokens[:, :P] != PAD_ID
-    return Rollouts(tokens, attn, gen_mask.float(), prompts, completions, infos, scores.to(tokens.device),
+    return Rollouts(tokens, attn, gen_mask.float(), prompts, completions, infos, scores.to(tokens.device), P,
                     t1 - t0, time.perf_counter() - t1)
 
 
@@ -334,21 +338,34 @@ def train(
             ro = rollout(policy, task, tokenizer, cfg, rng, gen)
         except FloatingPointError as e:  # generate found non-finite logits: say when, and the likely cause
             raise FloatingPointError(f"RL rollout at step {step} (learning_rate={cfg.learning_rate}): {e}") from None
-        tokens, attn, mask = ro.tokens, ro.attention_mask, ro.mask
         # 2. old and reference log-probs ------------------------------------------------------------------
+        # Everything from here on lives on the completion columns (B, S): the k completions of a prompt are scored
+        # with the prompt read once (`completion_logprobs`), as the sampler did.
+        P, k = ro.prompt_len, cfg.num_generations
+        prompts, prompt_attn = ro.tokens[::k, :P], ro.attention_mask[::k, :P]
+        completions, completion_attn, mask = ro.tokens[:, P:], ro.attention_mask[:, P:], ro.mask[:, P:]
+
+        def logprobs(model: GPT, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            if rows is None:
+                return completion_logprobs(model, prompts, prompt_attn, completions, completion_attn, None,
+                                           cfg.temperature)
+            groups, index = torch.unique(rows // k, return_inverse=True)  # the prompts this minibatch continues
+            return completion_logprobs(model, prompts[groups], prompt_attn[groups], completions[rows],
+                                       completion_attn[rows], index, cfg.temperature)
+
         # With one minibatch the policy has not moved yet when the update starts, so the update's first forward
         # pass (with gradient) doubles as π_old: one forward pass fewer per step.
         policy.train()
         reuse = cfg.num_minibatches == 1
         if reuse:
-            first_logp, first_dist = per_token_logprobs(policy, tokens, attn, cfg.temperature)
+            first_logp, first_dist = logprobs(policy)
             old_logp, old_dist = first_logp.detach(), first_dist.detach()
         else:
             with torch.no_grad():
-                old_logp, old_dist = per_token_logprobs(policy, tokens, attn, cfg.temperature)
+                old_logp, old_dist = logprobs(policy)
         with torch.no_grad():
             if ref is not None:
-                ref_logp, ref_dist = per_token_logprobs(ref, tokens, attn, cfg.temperature)
+                ref_logp, ref_dist = logprobs(ref)
                 # exact KL(π(·|s_t) ‖ π_ref(·|s_t)) at every generated position, summed along the completion
                 kl_exact = (exact_categorical(old_dist, ref_dist) * mask).sum(1)
             else:
@@ -360,7 +377,7 @@ def train(
             # 4. advantages ------------------------------------------------------------------------------
             adv = advantages(R, cfg.algorithm, cfg.num_generations, cfg.scale_rewards)
         # 5. update ------------------------------------------------------------------------------------
-        B = tokens.shape[0]
+        B = completions.shape[0]
         losses, clipped, norms, ptx_losses = [], [], [], []
         for it in range(cfg.num_iterations):
             order = torch.randperm(B, generator=shuffle_gen) if cfg.num_minibatches > 1 else torch.arange(B)
@@ -369,7 +386,7 @@ def train(
                 if reuse and it == 0:
                     logp = first_logp
                 else:
-                    logp, _ = per_token_logprobs(policy, tokens[mb], attn[mb], cfg.temperature)
+                    logp, _ = logprobs(policy, mb)
                 ratio = torch.exp(logp - old_logp[mb])
                 a = adv[mb].unsqueeze(1)
                 if cfg.algorithm in CLIPPED:
