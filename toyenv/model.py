@@ -438,10 +438,7 @@ def completion_logprobs(model: GPT, prompts: torch.Tensor, prompt_mask: torch.Te
     the log-distribution completion token j was drawn from and picked[:, j] its log-prob. The RL trainer scores
     its k completions per prompt through it, reading each prompt once."""
     logits = model.completion_logits(prompts, prompt_mask, completions, completion_mask, prompt_index)
-    if temperature != 1.0:
-        logits = logits / temperature
-    logdist = torch.log_softmax(logits.float(), dim=-1)
-    return logdist.gather(-1, completions.unsqueeze(-1)).squeeze(-1), logdist
+    return _picked_and_logdist(logits, completions, temperature)
 
 
 def next_token_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -449,8 +446,13 @@ def next_token_logprobs(model: GPT, tokens: torch.Tensor, attention_mask: torch.
     """`(picked, logdist)`, unshifted back: logdist[:, t] (B, T-1, V) is the log-distribution over token t+1
     given tokens[:, :t+1], and picked[:, t] = logdist[:, t, tokens[:, t+1]]. `token_logprobs` and the RL
     trainer (which also needs the full distributions, for entropy and exact KL) both score through it."""
-    logits = model(tokens, attention_mask)
+    return _picked_and_logdist(model(tokens, attention_mask)[:, :-1], tokens[:, 1:], temperature)
+
+
+def _picked_and_logdist(logits: torch.Tensor, targets: torch.Tensor, temperature: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-distributions of `logits` (B, T, V) at `temperature`, and the log-prob of each target (B, T) in its own."""
     if temperature != 1.0:
         logits = logits / temperature
-    logdist = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    return logdist.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1), logdist
+    logdist = torch.log_softmax(logits.float(), dim=-1)
+    return logdist.gather(-1, targets.unsqueeze(-1)).squeeze(-1), logdist
