@@ -206,6 +206,32 @@ def test_kl_in_loss_is_zero_and_gradient_free_at_the_reference():
     assert all(p.grad is None or p.grad.abs().max().item() < 1e-7 for p in m.parameters())
 
 
+def test_the_logged_kl_sums_generated_tokens_only(base):
+    """history["kl"] is the exact KL(π ‖ π_ref) summed over each completion's own tokens, averaged over the rollouts:
+    recomputed here from the first step's rollouts over whole rows, with the KL written out by hand. Rows end at
+    different lengths, so the columns after an EOS hold pads whose distributions must not count."""
+    model, tok = base
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        ref.lm_head.weight.mul_(0.8)  # a reference that differs from the policy
+    cfg = RLConfig(algorithm="grpo", max_steps=1, num_prompts=3, num_generations=2, max_new_tokens=24, seed=0,
+                   temperature=1.5)
+    task = general_points_task("ten")
+    h = rl.train(copy.deepcopy(model), task, cfg, tok, ref=ref, progress=False)
+    # the first step's rollouts, drawn as train draws them (its seeding: numpy [seed, 17], torch seed)
+    ro = rl.rollout(model, task, tok, cfg, np.random.default_rng([cfg.seed, 17]),
+                    torch.Generator().manual_seed(cfg.seed))
+    lengths = ro.mask.sum(1)
+    assert lengths.min() < lengths.max()  # some completions ended early: pads follow them
+    with torch.no_grad():
+        _, p = rl.per_token_logprobs(model, ro.tokens, ro.attention_mask, temperature=1.5)
+        _, q = rl.per_token_logprobs(ref, ro.tokens, ro.attention_mask, temperature=1.5)
+    by_hand = ((p.exp() * (p - q)).sum(-1) * ro.mask).sum(1).mean().item()
+    assert by_hand > 0.01
+    assert h["kl"][0] == pytest.approx(by_hand, rel=1e-4)
+    assert h["length"][0] == pytest.approx(lengths.float().mean().item())
+
+
 def test_reference_required_for_a_penalty(base):
     model, tok = base
     with pytest.raises(ValueError, match="reference"):
@@ -365,6 +391,15 @@ def test_per_token_logprobs_by_hand_at_temperature_one_by_default(small_model):
             half = logits[b, t - 1] / 2
             assert hot[b, t] == pytest.approx(float((half - torch.logsumexp(half, -1))[tokens[b, t]]), abs=1e-5)
     assert (picked[:, 0] == 0).all() and (logdist[:, 0] == 0).all()
+    assert picked.shape == tokens.shape and logdist.shape == (*tokens.shape, small_model.config.vocab_size)
+    # Left padding, as rollouts have it: the real tokens keep their log-probs (the pads are neither attended nor
+    # counted as positions), at the same columns from the right.
+    padded = torch.cat([torch.zeros(2, 3, dtype=torch.long), tokens], 1)
+    with torch.no_grad():
+        p_picked, p_logdist = rl.per_token_logprobs(small_model, padded, padded != 0)
+    assert p_picked.shape == padded.shape and p_logdist.shape == (2, 8, small_model.config.vocab_size)
+    assert torch.allclose(p_picked[:, 4:], picked[:, 1:], atol=1e-5)
+    assert torch.allclose(p_logdist[:, 4:], logdist[:, 1:], atol=1e-5)
 
 
 def test_masked_mean_divides_by_the_count_of_marked_entries():
