@@ -32,7 +32,7 @@ lab: setup
 
 test: setup
 	$(PY) -m toyenv.course check
-	$(PY) -m pytest tests $(PYTEST_NOTEBOOKS)
+	$(PY) -m pytest tests $(PYTEST_NOTEBOOKS) --durations=40  # the 40 slowest tests and notebook cells: where CI's time goes
 
 unit: setup
 	$(PY) -m pytest tests

@@ -1,10 +1,11 @@
 """Sampling throughput with and without the KV cache.
 
-    python -m benchmarks.generate [--batch 64] [--new-tokens 64] [--prompt-len 100] [--repeats 3]
+    python -m benchmarks.generate [--batch 64] [--new-tokens 64] [--prompt-len 100] [--repeats 3] [--profile]
 
 Samples `--new-tokens` tokens for a batch of prompts of different lengths with the default GPTConfig, with the
 cache (`use_cache=True`) and without it (every step re-runs the whole prefix), and prints tokens/s and the ratio.
-EOS is disabled so both runs generate exactly the same number of tokens.
+EOS is disabled so both runs generate exactly the same number of tokens. `--profile` also prints where the cached
+sampler's time goes, op by op (torch.profiler over `--repeats` calls; the profiler adds its own overhead per op).
 """
 from __future__ import annotations
 
@@ -59,7 +60,11 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--prompt-len", type=int, default=100, help="longest prompt; others are up to 30%% shorter")
     ap.add_argument("--repeats", type=int, default=3, help="best of this many runs")
+    ap.add_argument("--profile", action="store_true", help="also print the cached sampler's time per op")
     args = ap.parse_args()
+    for name in ("batch", "new_tokens", "prompt_len", "repeats"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
     seed_everything(0)
     model = GPT(GPTConfig()).eval()
@@ -82,6 +87,14 @@ def main() -> None:
     print(f"| {'KV cache':<16} | {t_cache:8.3f} | {n_tokens / t_cache:9.0f} |")
     print(f"| {'no cache':<16} | {t_plain:8.3f} | {n_tokens / t_plain:9.0f} |")
     print(f"\nKV-cache speed-up: {t_plain / t_cache:.1f}x (target >= 5x)")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            for r in range(args.repeats):
+                model.generate(prompts, args.new_tokens, eos_id=None, generator=torch.Generator().manual_seed(r))
+        print(f"\nKV-cache sampler, {args.repeats} calls, ops by their own CPU time:")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
 if __name__ == "__main__":
