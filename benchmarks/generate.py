@@ -90,9 +90,8 @@ def main() -> None:
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
-            for r in range(args.repeats):
-                model.generate(prompts, args.new_tokens, eos_id=None, generator=torch.Generator().manual_seed(r))
+        with profile(activities=[ProfilerActivity.CPU]) as prof:  # the calls timed above, once more
+            time_generate(model, prompts, args.new_tokens, True, args.repeats)
         print(f"\nKV-cache sampler, {args.repeats} calls, ops by their own CPU time:")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
