@@ -8,7 +8,9 @@ from mutmut_isolation import under_mutmut
 from toyenv import GPT, GPTConfig, Tokenizer, seed_everything
 from toyenv.envs import general_points
 
-_THREADS = 1 if os.environ.get("OMP_NUM_THREADS") == "1" else 2
+# 2 threads: CI's machines have 2 cores. A runner of parallel test processes (`make test` runs two, `make mutants`
+# one per core) sets OMP_NUM_THREADS=1, and gets it: two processes of 2 threads each on 2 cores slow each other down.
+THREADS = 1 if os.environ.get("OMP_NUM_THREADS") == "1" else 2
 
 
 @pytest.fixture(scope="session")
@@ -31,9 +33,7 @@ def base():
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    # 2 threads: CI's machines have 2 cores. A runner that tests in parallel processes (`make mutants` runs two)
-    # sets OMP_NUM_THREADS=1, and gets it: two processes of 2 threads each on 2 cores slow each other down.
-    torch.set_num_threads(_THREADS)
+    torch.set_num_threads(THREADS)  # before every test: a test may have changed it
 
 
 @pytest.fixture(autouse=True)

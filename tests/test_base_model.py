@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import toyenv
+from conftest import THREADS
 from toyenv.experiments.base_model import METRICS_PATH, PATH as BASE_PATH, measure
 
 # Greedy decoding is deterministic, so on the machine that built the checkpoint the recomputed metrics match
@@ -25,7 +26,7 @@ def recorded():
 
 @pytest.fixture(scope="module")
 def remeasured(recorded):
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)  # a module fixture runs before conftest's per-test setting
     model, tok = toyenv.load_base(map_location="cpu")
     return measure(model, tok, n_episodes=recorded["eval"]["episodes"], seed=recorded["eval"]["seed"])
 
