@@ -33,10 +33,10 @@ lab: setup
 # `make test` runs TEST_WORKERS test processes at once (pytest-xdist; a notebook or a test file stays in one process, in
 # the order given: the long notebooks first, the many short test files last to fill the gaps). On CI's 2 cores that
 # is faster than one process: sampling, kernel start-up and Python overhead use a second thread poorly. Each process
-# keeps 2 threads, the thread count the shipped studies were built with, so that the live runs still reproduce them
-# bit for bit on that machine type (at 1 thread, notebook 04's RL run parts from its shipped twin beyond the check's
-# tolerance). OMP_WAIT_POLICY=PASSIVE: a thread waiting for work sleeps instead of spinning on a core the other
-# process needs. --durations=40 lists the 40 slowest tests and notebook cells: where CI's time goes.
+# keeps 2 threads, the thread count the shipped studies were built with, so that on that machine type the live runs
+# still reproduce them bit for bit (1 thread each was about a tenth faster, but then every bit-for-bit check becomes a
+# check within tolerances: threads change the rounding). OMP_WAIT_POLICY=PASSIVE: a thread waiting for work sleeps
+# instead of spinning on a core the other process needs. --durations=40 lists the 40 slowest tests and notebook cells: where CI's time goes.
 TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m toyenv.course check

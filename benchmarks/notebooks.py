@@ -1,8 +1,8 @@
-"""Wall time of executing notebooks as CI does: `jupyter nbconvert --to notebook --execute`.
+"""Wall time of executing notebooks one at a time, alone on the machine, as a learner runs them: `jupyter nbconvert
+--to notebook --execute`. (CI runs two at a time, `make test`.)
 
 Each notebook runs in a fresh kernel from its own folder (nbconvert's default), and the executed copy goes to a
-temporary folder, so the notebooks themselves are never rewritten. The time includes the kernel's start-up, as
-CI's does. `python -m benchmarks.run --notebooks` puts the numbers in its table.
+temporary folder, so the notebooks themselves are never rewritten. The time includes the kernel's start-up. `python -m benchmarks.run --notebooks` puts the numbers in its table.
 """
 from __future__ import annotations
 

@@ -255,8 +255,8 @@ def notebook_rows(pattern: str, timeout: int, env: dict[str, str], verdict: Verd
     all_ok = all(r.ok for r in runs)
     rows.append(Row(f"all {len(runs)} notebooks (s)", num(total, 1), target=f"<= {COURSE_S:.0f}",
                     met=verdict(all_ok and total <= COURSE_S)))
-    notes.append(f"notebooks: {pattern} run one by one as CI does (jupyter nbconvert --to notebook --execute "
-                 f"--ExecutePreprocessor.timeout={timeout}), kernel start-up included")
+    notes.append(f"notebooks: {pattern} run one by one, alone on the machine as a learner runs them (jupyter nbconvert "
+                 f"--to notebook --execute --ExecutePreprocessor.timeout={timeout}), kernel start-up included")
     notes += [f"notebook {r.name} failed: {r.error}" for r in runs if not r.ok]
     return rows
 
