@@ -36,7 +36,8 @@ lab: setup
 # keeps 2 threads, the thread count the shipped studies were built with, so that on that machine type the live runs
 # still reproduce them bit for bit (1 thread each was about a tenth faster, but then every bit-for-bit check becomes a
 # check within tolerances: threads change the rounding). OMP_WAIT_POLICY=PASSIVE: a thread waiting for work sleeps
-# instead of spinning on a core the other process needs. --durations=40 lists the 40 slowest tests and notebook cells: where CI's time goes.
+# instead of spinning on a core the other process needs. --durations=40 lists the 40 slowest tests and notebook
+# cells: where CI's time goes.
 TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m toyenv.course check
