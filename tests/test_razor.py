@@ -3,7 +3,7 @@ measurement against `exact_categorical` is in test_kl.py.)
 
 Notebook 09 trains its two live runs (section 2) and checks each against its row of the shipped study (the twin lines,
 0.01 + 2% of each number); `test_the_shipped_study_backs_the_notebook` checks those rows' claims. Together they check
-the live runs' claims, so no test here trains them a third time in CI."""
+the live runs' claims (to the twin lines' tolerance), so no test here trains them a third time in CI."""
 import copy
 
 import numpy as np
