@@ -1,7 +1,8 @@
 """`make gpu-check`: the course's single-GPU path, run for real.
 
 With a CUDA GPU: the unit tests (tests/test_gpu.py among them) with TOYENV_DEVICE=cuda, then every notebook in
-solutions/ executed one at a time in a fresh kernel, with the model on the GPU, and a table of each notebook's wall time.
+solutions/ executed one at a time in a fresh kernel, with the model on the GPU, and a table of each notebook's wall
+time.
 Without one it says so and exits 0, so the target is safe to call anywhere.
 
     python -m benchmarks.gpu_check [--skip-tests] [--notebooks NAME ...]

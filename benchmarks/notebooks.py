@@ -2,7 +2,8 @@
 --to notebook --execute`. (CI runs two at a time, `make test`.)
 
 Each notebook runs in a fresh kernel from its own folder (nbconvert's default), and the executed copy goes to a
-temporary folder, so the notebooks themselves are never rewritten. The time includes the kernel's start-up. `python -m benchmarks.run --notebooks` puts the numbers in its table.
+temporary folder, so the notebooks themselves are never rewritten. The time includes the kernel's start-up.
+`python -m benchmarks.run --notebooks` puts the numbers in its table.
 """
 from __future__ import annotations
 
