@@ -9,8 +9,11 @@ PY := $(VENV)/bin/python
 # Installed on its own, before anything else, so that pip never picks a newer torch with CUDA packages.
 # Elsewhere, point this at PyTorch's CPU wheel index, or at a CUDA build for a GPU.
 TORCH_INSTALL ?= torch==2.13.0
-PYTEST_NOTEBOOKS := solutions notebooks --nbval-lax --nbval-current-env \
-	--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
+# The notebooks run under nbval once each, as the learner's copy in notebooks/ with each exercise's solution run and
+# checked after its check cell, and compared with the outputs solutions/ stores: conftest.py (at the root) collects
+# them that way because --nbval-lax is not given. `pytest --nbval-lax solutions` runs the complete notebooks as they are.
+PYTEST_NOTEBOOKS := notebooks --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	--nbval-cell-timeout=900
 
 .PHONY: setup lab test unit notebooks build check bench gpu-check mutants clean
 

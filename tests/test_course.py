@@ -140,3 +140,83 @@ def test_card_value_checker_says_what_is_wrong(fn, words):
 def test_card_value_checker_passes_the_reference():
     from toyenv.envs.general_points import card_value
     assert run_check("card_value", card_value).status == "PASS"
+
+
+def _solution_notebook():
+    """A solution notebook with one of each kind of cell CI treats differently (outputs as `refresh` stores them)."""
+    nb = new_notebook(cells=[
+        new_code_cell("import torch\nx = 1"),
+        new_markdown_cell("Write k3."),
+        new_code_cell("def k3(logp, logq):\n    ### BEGIN SOLUTION\n    r = torch.exp(logq - logp)\n"
+                      "    return (r - 1) - torch.log(r)\n    ### END SOLUTION"),
+        new_code_cell('# NBVAL_CHECK_OUTPUT\ncheck("k3", k3)'),
+        new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(x + 1)"),
+        new_code_cell("print('not compared')"),
+    ])
+    nb.cells[3].outputs = [nbformat.v4.new_output("stream", text="PASS k3: stored\n")]
+    nb.cells[4].outputs = [nbformat.v4.new_output("stream", text="2\n")]
+    nb.cells[3].execution_count, nb.cells[4].execution_count = 2, 3
+    return nb
+
+
+def test_ci_notebook_is_the_learners_with_solution_outputs_and_a_solution_cell_after_each_check():
+    solution = _solution_notebook()
+    learner = nbs.learner_notebook(solution, "a.ipynb")
+    ci = nbs.ci_notebook(solution, learner, "a.ipynb")
+    assert len(ci.cells) == 7
+    assert [c.source for c in ci.cells[:4]] == [c.source for c in learner.cells[:4]]
+    assert "raise NotImplementedError()" in ci.cells[2].source and "torch.exp" not in ci.cells[2].source
+    added = ci.cells[4]
+    assert added.source.startswith("# NBVAL_CHECK_OUTPUT\n") and "run_solution(globals(), " in added.source
+    assert "return (r - 1) - torch.log(r)" in added.source  # the solution region, not the stub
+    assert "from toyenv.course import check" in added.source  # the learner's check cell, run after it
+    assert added.outputs == solution.cells[3].outputs and added.execution_count == 1
+    assert ci.cells[5].outputs == solution.cells[4].outputs and ci.cells[5].execution_count == 3
+    assert ci.cells[6].outputs == [] and ci.cells[6].execution_count is None  # not marked: never compared
+    assert learner.cells[4].outputs == []  # the learner's notebook itself is left as it was
+    solution.cells.append(new_code_cell("y = 2"))  # solutions/ gained a cell, notebooks/ was not rebuilt
+    with pytest.raises(ValueError, match="a.ipynb: the learner's notebook has 6 cells and the solution 7"):
+        nbs.ci_notebook(solution, learner, "a.ipynb")
+
+
+def test_run_solution_checks_the_solution_without_touching_the_learners_names(capsys):
+    def k3(logp, logq):
+        raise NotImplementedError()
+    namespace = {"torch": torch, "check": check, "k3": k3}
+    solution = "print('defining')\ndef k3(logp, logq):\n    r = torch.exp(logq - logp)\n    return (r - 1) - torch.log(r)"
+    nbs.run_solution(namespace, [solution], "check('k3', k3)")
+    assert capsys.readouterr().out.startswith("PASS k3: ")  # the solution's own print is not part of the output
+    assert namespace["k3"] is k3  # the learner's stub, for the cells that follow
+    # a later exercise builds on an earlier solution
+    nbs.run_solution(namespace, ["def twice(p, q):\n    return 2 * k3(p, q)"],
+                     "print(float(twice(torch.tensor(0.0), torch.log(torch.tensor(2.0)))))")
+    assert float(capsys.readouterr().out) == pytest.approx(2 * (1 - torch.log(torch.tensor(2.0)).item()))
+    assert "twice" not in namespace and set(namespace[nbs.SOLVED]) == {"k3", "twice"}
+
+
+def test_run_solution_fails_the_cell_on_a_wrong_solution():
+    namespace = {"torch": torch, "check": check}
+    with pytest.raises(CheckFailed, match="^FAIL k3: "):
+        nbs.run_solution(namespace, ["def k3(logp, logq):\n    return torch.exp(logq - logp) - 1"], "check('k3', k3)")
+    with pytest.raises(ZeroDivisionError):
+        nbs.run_solution(namespace, ["1 / 0"], "check('k3', k3)")
+
+
+def test_make_test_runs_each_learner_notebook_once_with_its_solution_cells():
+    """The root conftest.py collects notebooks/ as `ci_notebook` makes them: one item per learner code cell, plus
+    "Cell N solution" after each check cell; with --nbval-lax, nbval's own collector runs the file as it is."""
+    path = "notebooks/A1_policy_gradients.ipynb"
+    learner = nbformat.read(ROOT / path, as_version=4)
+    code = [c for c in learner.cells if c.cell_type == "code"]
+    checks = [n for n, c in enumerate(code) if nbs.CHECK_CALL.search(c.source)]
+
+    def collected(*args):
+        res = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", path,
+                              *args], cwd=ROOT, capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return [line.split("::")[1] for line in res.stdout.splitlines() if line.startswith(path + "::")]
+
+    ours = collected()
+    assert len(checks) == 4 and len(ours) == len(code) + 4
+    assert [ours.index(f"Cell {n} solution") for n in checks] == [ours.index(f"Cell {n}") + 1 for n in checks]
+    assert collected("--nbval-lax") == [f"Cell {n}" for n in range(len(code))]

@@ -24,11 +24,17 @@ exercise, which imports `check` itself and is tagged `raises-exception` (a FAIL 
 TODO verdict raises, which is how nbgrader counts a failed test); every markdown
 cell is read-only. `python -m toyenv.course nbgrader` writes the course's source
 folder for nbgrader from solutions/ with the same metadata.
+
+CI runs each learner notebook once, as `ci_notebook` makes it (the root conftest.py): the learner's cells, with the
+outputs solutions/ stores for its NBVAL_CHECK_OUTPUT cells, and after each check cell one added cell that runs that
+exercise's solution and its check (`run_solution`) without changing what the learner's cells see.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -159,6 +165,69 @@ def learner_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbfor
             stub = CODE_STUB if cell.cell_type == "code" else MARKDOWN_STUB
             cell.source, _ = stub_source(cell.source, stub, f"{name}, cell {i}")
     return nb
+
+
+# The cell `ci_notebook` adds after a check cell. It is never in a learner's notebook.
+SOLUTION_CELL = """{mark}
+# Added by CI: the exercise's solution from solutions/, run and checked in a copy of this kernel's namespace.
+from toyenv.course.notebooks import run_solution
+run_solution(globals(), {sources!r}, {check!r})"""
+SOLVED = "__solutions__"  # where run_solution keeps, in the kernel's namespace, what earlier solutions defined
+
+
+def ci_notebook(solution: nbformat.NotebookNode, learner: nbformat.NotebookNode,
+                name: str = "notebook") -> nbformat.NotebookNode:
+    """The learner's notebook as CI runs it: one kernel executes the learner's own cells top to bottom, stubs and all,
+    so that "Run All" is tested as a learner meets it. Added to it:
+
+    - each NBVAL_CHECK_OUTPUT cell carries the outputs solutions/ stores for it, so the live run is compared with them;
+    - after each check cell (which says TODO here), a cell that runs the solution regions written since the previous
+      check cell, then the check, and is compared with the PASS line solutions/ stores (`run_solution`).
+
+    Every cell of the learner's notebook but the stubbed ones is the solution's, so this one run executes all the
+    code of both copies. It replaces running solutions/ and notebooks/ separately, which took twice as long."""
+    if len(solution.cells) != len(learner.cells):
+        raise ValueError(f"{name}: the learner's notebook has {len(learner.cells)} cells and the solution "
+                         f"{len(solution.cells)}; run `python -m toyenv.course build`")
+    nb = copy.deepcopy(learner)
+    cells, pending = [], []
+    for i, (ours, theirs) in enumerate(zip(solution.cells, nb.cells)):
+        cells.append(theirs)
+        if ours.cell_type != "code":
+            continue
+        if stub_source(ours.source, CODE_STUB, f"{name}, cell {i}")[1]:
+            pending.append(ours.source)
+        elif CHECK_CALL.findall(ours.source):
+            source = SOLUTION_CELL.format(mark=CHECK_OUTPUT_MARK, sources=pending, check=theirs.source)
+            # execution_count 1 even where the solution was never run: nbval then compares, and no stored PASS fails.
+            cells.append(nbformat.v4.new_code_cell(source, id=f"ci-solution-{i}", outputs=ours.outputs,
+                                                   execution_count=1))
+            pending = []
+        elif ours.source.startswith(CHECK_OUTPUT_MARK):
+            theirs.outputs, theirs.execution_count = copy.deepcopy(ours.outputs), ours.execution_count
+    nb.cells = cells
+    return nb
+
+
+def _python(source: str) -> str:
+    """A cell's source as plain Python (IPython's magics and `!` lines translated), for exec."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(source)
+
+
+def run_solution(namespace: dict, sources: list[str], check_source: str) -> None:
+    """Inside a kernel running `ci_notebook`'s notebook: exec the solution cells' `sources` in a copy of `namespace`
+    (the kernel's globals) plus whatever earlier solutions defined, silently, then `check_source`, the check cell,
+    whose PASS line is this cell's output. The kernel's own names stay as the learner's stubs left them; what the
+    solutions defined is kept under `namespace[SOLVED]` for the exercises that build on them."""
+    solved = namespace.setdefault(SOLVED, {})
+    scope = {**namespace, **solved}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for source in sources:
+            exec(compile(_python(source), "<solution>", "exec"), scope)
+    solved.update({k: v for k, v in scope.items() if not k.startswith("__") and namespace.get(k, SOLVED) is not v})
+    exec(compile(_python(check_source), "<check>", "exec"), scope)
 
 
 def to_text(nb: nbformat.NotebookNode) -> str:
