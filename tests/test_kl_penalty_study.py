@@ -1,12 +1,14 @@
-"""toyenv.experiments.kl_penalty: notebook 03's shipped runs, a live run against its shipped twin, and the claims the
-notebook's prose makes about them."""
+"""toyenv.experiments.kl_penalty: notebook 03's shipped runs and the claims the notebook's prose makes about them.
+
+The λ = 0 run is not re-trained here: notebook 03 trains it live, and CI runs that notebook, whose check cells compare it
+with its shipped twin (`K.compare_with_twin`, rtol 0.001) and check that its samples have fewer correct answers and more
+with the wrong numbers than the base model's."""
 import dataclasses
 
 import numpy as np
 import pytest
 
-from toyenv.envs import general_points as gp
-from toyenv.experiments import kl_penalty as K, same_machine
+from toyenv.experiments import kl_penalty as K
 
 
 @pytest.fixture(scope="module")
@@ -44,31 +46,6 @@ def test_the_shipped_study_has_the_five_runs_with_their_settings(study, shipped)
         if r["target"] is None:
             assert set(r["beta"]) == {r["init_kl_coef"]}
     assert study["machine"] and study["seconds"] > 0
-
-
-def test_a_live_run_reproduces_its_shipped_twin(study, shipped):
-    """λ = 0 from scratch (about 30 s): bit for bit (the fingerprint) on the machine that built the study, and on any
-    machine the same numbers within the notebook's tolerance (`K.compare_with_twin`). Its samples back section 2's
-    prose: fewer correct answers and more with the wrong numbers than the base model's."""
-    spec = K.RUNS[0]
-    h = K.run_spec(spec, progress=False)
-    live = K.record(spec, h)
-    twin = shipped[spec.name]
-    if same_machine(study):
-        assert live["fingerprint"] == twin["fingerprint"]
-        for key in ("kl", "beta", "reward", "eval", "final"):
-            assert live[key] == twin[key], key
-    c = K.compare_with_twin(live, twin)
-    assert c.ok, str(c)
-    assert c.numbers > 250  # every per-step number and evaluation was compared
-    S = K.setup()
-
-    def kinds(completions):
-        return [gp.verify(i["cards"], c).kind for c, i in zip(completions, S.eval_infos)]
-
-    before, after = kinds(S.start["completions"]), kinds(h["final"]["completions"])
-    assert after.count("correct") < before.count("correct")
-    assert after.count("wrong_numbers") > before.count("wrong_numbers")
 
 
 def test_the_first_evaluation_is_the_base_models_and_the_last_keeps_its_completions():

@@ -1,12 +1,12 @@
 """toyenv.experiments.policy_gradients: notebook A1's five RL runs, shipped in toyenv/data/policy_gradients.json.
 
 The notebook runs RLOO live and reads the other four from the study; these tests check that the study holds what
-the notebook reads, that the live run reproduces its shipped twin (about 15 s), and the claims the notebook's prose
-makes about the shipped runs."""
+the notebook reads and the claims the notebook's prose makes about the shipped runs. The live run is not re-run here:
+CI runs notebook A1, whose check cell compares it with its shipped twin (`PG.compare_with_twin`, rtol 0.001)."""
 import numpy as np
 import pytest
 
-from toyenv.experiments import policy_gradients as PG, same_machine
+from toyenv.experiments import policy_gradients as PG
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +37,6 @@ def test_the_configs_are_the_notebooks():
         assert (cfg.algorithm, cfg.max_steps, cfg.num_prompts, cfg.num_generations, cfg.max_new_tokens,
                 cfg.learning_rate, cfg.beta, cfg.seed) == (name, 30, 8, 8, 20, 1e-4, 0.0, 0)
         assert cfg.num_iterations == (2 if name == "ppo" else 1)
-
-
-def test_the_live_rloo_run_is_its_shipped_twin(base, study):
-    """Bit for bit on the machine that built the study; on any machine within the notebook's tolerance."""
-    model, tok = base
-    live = PG.run("rloo", model, tok, progress=False)
-    shipped = study["runs"]["rloo"]
-    if same_machine(study):
-        assert PG.same_run(live, shipped), {k: (live[k][-3:], shipped[k][-3:]) for k in PG.SERIES}
-    c = PG.compare_with_twin(live, shipped)
-    assert c.ok, str(c)
-    assert c.numbers == 4 * 30 + 1  # four series of 30 steps and the greedy accuracy
 
 
 # The notebook's prose about the shipped runs (section 4, "what holds across the runs").

@@ -30,6 +30,8 @@ class Verdict:
         return f"{self.status} {name}: {self.message}"
 
 
+# The verdict for a function that still raises NotImplementedError, the learner notebooks' stub.
+UNATTEMPTED = Verdict("TODO", "not attempted yet (the function still raises NotImplementedError).")
 CHECKS: dict[str, Callable[[Callable], Verdict]] = {}
 
 
@@ -48,7 +50,7 @@ def run_check(name: str, fn: Callable) -> Verdict:
     try:
         return CHECKS[name](fn)
     except NotImplementedError:
-        return Verdict("TODO", "not attempted yet (the function still raises NotImplementedError).")
+        return UNATTEMPTED
     except Exception as e:  # the learner's code crashed: say where, in one line
         frame = traceback.extract_tb(e.__traceback__)[-1]
         return Verdict("FAIL", f"your function raised {type(e).__name__}: {e} (line {frame.lineno}: {frame.line!r}).")

@@ -44,6 +44,8 @@ from pathlib import Path
 
 import nbformat
 
+from .checks import UNATTEMPTED
+
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 MARKDOWN_STUB = ("YOUR ANSWER HERE",)
@@ -181,8 +183,10 @@ def ci_notebook(solution: nbformat.NotebookNode, learner: nbformat.NotebookNode,
     so that "Run All" is tested as a learner meets it. Added to it:
 
     - each NBVAL_CHECK_OUTPUT cell carries the outputs solutions/ stores for it, so the live run is compared with them;
-    - after each check cell (which says TODO here), a cell that runs the solution regions written since the previous
-      check cell, then the check, and is compared with the PASS line solutions/ stores (`run_solution`).
+    - each check cell must say TODO for its first exercise, as it does for a learner who has not started (a FAIL, or
+      an error such as a NameError, would mean the stubs leave the learner a broken notebook);
+    - after each check cell, a cell that runs the solution regions written since the previous check cell, then the
+      check, and is compared with the PASS line solutions/ stores (`run_solution`).
 
     Every cell of the learner's notebook but the stubbed ones is the solution's, so this one run executes all the
     code of both copies. It replaces running solutions/ and notebooks/ separately, which took twice as long."""
@@ -198,6 +202,9 @@ def ci_notebook(solution: nbformat.NotebookNode, learner: nbformat.NotebookNode,
         if stub_source(ours.source, CODE_STUB, f"{name}, cell {i}")[1]:
             pending.append(ours.source)
         elif CHECK_CALL.findall(ours.source):
+            todo = UNATTEMPTED.line(CHECK_CALL.findall(ours.source)[0])
+            theirs.outputs = [nbformat.v4.new_output("error", ename="CheckFailed", evalue=todo, traceback=[])]
+            theirs.execution_count = 1
             source = SOLUTION_CELL.format(mark=CHECK_OUTPUT_MARK, sources=pending, check=theirs.source)
             # execution_count 1 even where the solution was never run: nbval then compares, and no stored PASS fails.
             cells.append(nbformat.v4.new_code_cell(source, id=f"ci-solution-{i}", outputs=ours.outputs,

@@ -94,11 +94,6 @@ def summary(record: dict) -> dict:
             "kl_end": float(np.mean(record["kl"][-5:])), "greedy_accuracy": record["greedy_accuracy"]}
 
 
-def same_run(a: dict, b: dict) -> bool:
-    """Whether two records hold the same numbers (their timings aside)."""
-    return all(a[k] == b[k] for k in (*SERIES, "greedy_accuracy"))
-
-
 def compare_with_twin(live: dict, shipped: dict, name: str = "rloo") -> twins.Comparison:
     """A live run's record against its shipped twin, number by number, within `TWIN_RTOL` / `TWIN_ATOL` (wall times
     left out)."""
