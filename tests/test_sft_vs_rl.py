@@ -1,10 +1,9 @@
-"""toyenv.experiments.sft_vs_rl: notebook 08's study, on a short budget, and its readers."""
+"""toyenv.experiments.sft_vs_rl: notebook 08's study, on a tiny budget, and its readers."""
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-import toyenv
 from toyenv.experiments import same_machine
 from toyenv.experiments import sft_vs_rl as S
 from toyenv.experiments.twins import compare
@@ -12,33 +11,20 @@ from toyenv.experiments.twins import compare
 
 @pytest.fixture(scope="module")
 def short_general_points(base):
-    """Seed 0, a third of the notebook's budget: 21 RL steps and SFT at the same FLOPs."""
+    """Seed 0 on a tiny budget (6 RL steps, 8 evaluation deals): what a run records, not what it learns. Notebook 08
+    trains seed 0 at the full budget live and checks it against its shipped twin (rtol 0.05), the direction of the
+    result on the three shipped seeds, and that SFT writes the training rule's 10 into OOD answers."""
     model, tok = base
-    spec = S.TaskSpec("general_points", "ten", "ranked", max_new_tokens=20, eval_episodes=300)
-    cfg = S.StudyConfig(num_evals=3, kl_prompts=32, rl=replace(S.StudyConfig().rl, max_steps=21))
+    spec = S.TaskSpec("general_points", "ten", "ranked", max_new_tokens=20, eval_episodes=8)
+    cfg = S.StudyConfig(num_evals=3, kl_prompts=8, rl=replace(S.StudyConfig().rl, max_steps=6))
     return spec, S.skills(spec, model, tok), S.run(spec, cfg, 0, model, tok, progress=False)
-
-
-def test_sft_memorizes_rl_generalizes_on_general_points(short_general_points):
-    spec, b, result = short_general_points
-    sft_end, rl_end = result["sft"]["eval"][-1][1], result["rl"]["eval"][-1][1]
-    # the direction of Chu et al.'s result, on a fixed seed: SFT drops OOD below the base model, RL keeps it
-    # (tolerance 0.03, about one standard error of an accuracy near 0.25 on 300 deals)
-    assert sft_end["ood"] < b["ood"] - 0.05, (sft_end, b)
-    assert rl_end["ood"] >= b["ood"] - 0.03, (rl_end, b)
-    # and SFT starts writing the training rule's 10 for face cards into OOD answers (the base model never does;
-    # at this third of the notebook's budget about 9% of answers, at the full budget over half)
-    tok = toyenv.Tokenizer()
-    sft_ten = S.rule_usage(result["models"]["sft"], tok, n=100)["writes_ten"]
-    rl_ten = S.rule_usage(result["models"]["rl"], tok, n=100)["writes_ten"]
-    assert sft_ten > 0.05 and rl_ten < sft_ten, (sft_ten, rl_ten)
 
 
 def test_equal_compute_and_aligned_evaluations(short_general_points):
     _, _, result = short_general_points
     rl, sft = result["rl"], result["sft"]
     assert len(rl["eval"]) == len(sft["eval"]) == 4 and rl["eval"][0][0] == sft["eval"][0][0] == 0.0
-    assert sft["steps"] % 3 == 0
+    assert sft["steps"] % 3 == 0 and sft["steps"] > 0
     # SFT gets the number of steps that RL's FLOPs buy: its last point is within one eval interval of RL's
     assert abs(sft["eval"][-1][0] - rl["eval"][-1][0]) <= sft["eval"][1][0] / 2
     assert rl["kl_from_base"] > 0 and sft["kl_from_base"] > 0

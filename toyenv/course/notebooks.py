@@ -175,6 +175,7 @@ SOLUTION_CELL = """{mark}
 from toyenv.course.notebooks import run_solution
 run_solution(globals(), {sources!r}, {check!r})"""
 SOLVED = "__solutions__"  # where run_solution keeps, in the kernel's namespace, what earlier solutions defined
+_UNBOUND = object()
 
 
 def ci_notebook(solution: nbformat.NotebookNode, learner: nbformat.NotebookNode,
@@ -233,7 +234,7 @@ def run_solution(namespace: dict, sources: list[str], check_source: str) -> None
     with contextlib.redirect_stdout(io.StringIO()):
         for source in sources:
             exec(compile(_python(source), "<solution>", "exec"), scope)
-    solved.update({k: v for k, v in scope.items() if not k.startswith("__") and namespace.get(k, SOLVED) is not v})
+    solved.update({k: v for k, v in scope.items() if not k.startswith("__") and namespace.get(k, _UNBOUND) is not v})
     exec(compile(_python(check_source), "<check>", "exec"), scope)
 
 
