@@ -10,7 +10,7 @@ from toyenv.experiments.twins import compare
 
 
 @pytest.fixture(scope="module")
-def short_general_points(base):
+def tiny_general_points(base):
     """Seed 0 on a tiny budget (6 RL steps, 8 evaluation deals): what a run records, not what it learns. Notebook 08
     trains seed 0 at the full budget live and checks it against its shipped twin (rtol 0.05), the direction of the
     result on the three shipped seeds, and that SFT writes the training rule's 10 into OOD answers."""
@@ -20,8 +20,8 @@ def short_general_points(base):
     return spec, S.skills(spec, model, tok), S.run(spec, cfg, 0, model, tok, progress=False)
 
 
-def test_equal_compute_and_aligned_evaluations(short_general_points):
-    _, _, result = short_general_points
+def test_equal_compute_and_aligned_evaluations(tiny_general_points):
+    _, _, result = tiny_general_points
     rl, sft = result["rl"], result["sft"]
     assert len(rl["eval"]) == len(sft["eval"]) == 4 and rl["eval"][0][0] == sft["eval"][0][0] == 0.0
     assert sft["steps"] % 3 == 0 and sft["steps"] > 0
