@@ -11,7 +11,8 @@ PY := $(VENV)/bin/python
 TORCH_INSTALL ?= torch==2.13.0
 # The notebooks run under nbval once each, as the learner's copy in notebooks/ with each exercise's solution run and
 # checked after its check cell, and compared with the outputs solutions/ stores: conftest.py (at the root) collects
-# them that way because --nbval-lax is not given. `pytest --nbval-lax solutions` runs the complete notebooks as they are.
+# them that way because --nbval-lax is not given. `pytest --nbval-lax solutions` runs the complete notebooks as they
+# are.
 PYTEST_NOTEBOOKS := notebooks --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	--nbval-cell-timeout=900
 

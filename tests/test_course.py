@@ -186,7 +186,8 @@ def test_run_solution_checks_the_solution_without_touching_the_learners_names(ca
     def k3(logp, logq):
         raise NotImplementedError()
     namespace = {"torch": torch, "check": check, "k3": k3}
-    solution = "print('defining')\ndef k3(logp, logq):\n    r = torch.exp(logq - logp)\n    return (r - 1) - torch.log(r)"
+    solution = ("print('defining')\ndef k3(logp, logq):\n    r = torch.exp(logq - logp)\n"
+                "    return (r - 1) - torch.log(r)")
     nbs.run_solution(namespace, [solution], "check('k3', k3)")
     assert capsys.readouterr().out.startswith("PASS k3: ")  # the solution's own print is not part of the output
     assert namespace["k3"] is k3  # the learner's stub, for the cells that follow

@@ -1,8 +1,8 @@
 """toyenv.experiments.kl_penalty: notebook 03's shipped runs and the claims the notebook's prose makes about them.
 
-The λ = 0 run is not re-trained here: notebook 03 trains it live, and CI runs that notebook, whose check cells compare it
-with its shipped twin (`K.compare_with_twin`, rtol 0.001) and check that its samples have fewer correct answers and more
-with the wrong numbers than the base model's."""
+The λ = 0 run is not re-trained here: notebook 03 trains it live, and CI runs that notebook, whose check cells compare
+it with its shipped twin (`K.compare_with_twin`, rtol 0.001) and check that its samples have fewer correct answers and
+more with the wrong numbers than the base model's."""
 import dataclasses
 
 import numpy as np
