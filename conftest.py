@@ -23,10 +23,6 @@ class LearnerNotebook(IPyNbFile):
     """nbval's collector for one notebooks/ file, run as `ci_notebook` makes it. Items are named after the learner's
     code cells ("Cell 4"); the cell added after check cell N is "Cell N solution"."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.compare_outputs = False  # --nbval-lax: only the NBVAL_CHECK_OUTPUT cells are compared
-
     def collect(self):
         path = Path(self.fspath)
         solution = nbformat.read(ROOT / "solutions" / path.name, as_version=4)
@@ -37,7 +33,7 @@ class LearnerNotebook(IPyNbFile):
                 continue
             options = defaultdict(bool, find_metadata_tags(cell.metadata))
             options.update(find_comment_markers(cell.source))
-            options.setdefault("check", False)
+            options.setdefault("check", False)  # as --nbval-lax: only the NBVAL_CHECK_OUTPUT cells are compared
             added = cell.get("id", "").startswith("ci-solution-")
             n += 0 if added else 1
             yield IPyNbCell.from_parent(self, name=f"Cell {n}" + (" solution" if added else ""), cell_num=n,

@@ -177,8 +177,13 @@ def test_ci_notebook_is_the_learners_with_solution_outputs_and_a_solution_cell_a
     assert ci.cells[5].outputs == solution.cells[4].outputs and ci.cells[5].execution_count == 3
     assert ci.cells[6].outputs == [] and ci.cells[6].execution_count is None  # not marked: never compared
     assert learner.cells[4].outputs == []  # the learner's notebook itself is left as it was
+    # a second exercise: its solution cell runs its own region only (the first one's ran in the cell before)
+    solution.cells += [new_code_cell("def k1(logp, logq):\n    ### BEGIN SOLUTION\n    return logp - logq\n"
+                                     "    ### END SOLUTION"), new_code_cell('check("k1", k1)')]
+    ci = nbs.ci_notebook(solution, nbs.learner_notebook(solution, "a.ipynb"), "a.ipynb")
+    assert len(ci.cells) == 10 and "return logp - logq" in ci.cells[9].source and "torch.exp" not in ci.cells[9].source
     solution.cells.append(new_code_cell("y = 2"))  # solutions/ gained a cell, notebooks/ was not rebuilt
-    with pytest.raises(ValueError, match="a.ipynb: the learner's notebook has 6 cells and the solution 7"):
+    with pytest.raises(ValueError, match="a.ipynb: the learner's notebook has 6 cells and the solution 9"):
         nbs.ci_notebook(solution, learner, "a.ipynb")
 
 
@@ -214,13 +219,20 @@ def test_make_test_runs_each_learner_notebook_once_with_its_solution_cells():
     code = [c for c in learner.cells if c.cell_type == "code"]
     checks = [n for n, c in enumerate(code) if nbs.CHECK_CALL.search(c.source)]
 
-    def collected(*args):
-        res = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", path,
+    def collected(*args):  # {item name: whether nbval compares its outputs}
+        script = ("import sys, pytest\nclass Items:\n    def pytest_collection_modifyitems(self, items):\n"
+                  "        for item in items: print('ITEM', item.name, '|', item.options['check'], sep='')\n"
+                  "sys.exit(pytest.main(sys.argv[1:], plugins=[Items()]))")
+        res = subprocess.run([sys.executable, "-c", script, "--collect-only", "-q", "-p", "no:cacheprovider", path,
                               *args], cwd=ROOT, capture_output=True, text=True)
         assert res.returncode == 0, res.stdout + res.stderr
-        return [line.split("::")[1] for line in res.stdout.splitlines() if line.startswith(path + "::")]
+        return dict(line[4:].split("|") for line in res.stdout.splitlines() if line.startswith("ITEM"))
 
     ours = collected()
-    assert len(checks) == 4 and len(ours) == len(code) + 4
-    assert [ours.index(f"Cell {n} solution") for n in checks] == [ours.index(f"Cell {n}") + 1 for n in checks]
-    assert collected("--nbval-lax") == [f"Cell {n}" for n in range(len(code))]
+    names = list(ours)
+    assert len(checks) == 4 and len(names) == len(code) + 4
+    assert [names.index(f"Cell {n} solution") for n in checks] == [names.index(f"Cell {n}") + 1 for n in checks]
+    # as --nbval-lax: outputs compared only where marked (the check cells carry their TODO, the added cells a PASS)
+    marked = {f"Cell {n}" for n, c in enumerate(code) if c.source.startswith("# NBVAL_CHECK_OUTPUT")}
+    assert {name for name, check in ours.items() if check == "True"} == marked | {f"Cell {n} solution" for n in checks}
+    assert list(collected("--nbval-lax")) == [f"Cell {n}" for n in range(len(code))]

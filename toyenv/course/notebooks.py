@@ -202,8 +202,8 @@ def ci_notebook(solution: nbformat.NotebookNode, learner: nbformat.NotebookNode,
             continue
         if stub_source(ours.source, CODE_STUB, f"{name}, cell {i}")[1]:
             pending.append(ours.source)
-        elif CHECK_CALL.findall(ours.source):
-            todo = UNATTEMPTED.line(CHECK_CALL.findall(ours.source)[0])
+        elif checked := CHECK_CALL.findall(ours.source):
+            todo = UNATTEMPTED.line(checked[0])
             theirs.outputs = [nbformat.v4.new_output("error", ename="CheckFailed", evalue=todo, traceback=[])]
             theirs.execution_count = 1
             source = SOLUTION_CELL.format(mark=CHECK_OUTPUT_MARK, sources=pending, check=theirs.source)
