@@ -12,10 +12,12 @@ from toyenv.trainers.reward_model import RewardConfig
 
 @pytest.fixture(scope="module")
 def displacement(base):
-    """Plain DPO and DPO + NLL (α = 1) on the same 128 sampled pairs, 40 steps each."""
+    """Plain DPO and DPO + NLL (α = 1) on the same 128 sampled pairs, 40 steps of 16 pairs each. Measured (changes in
+    nats): plain DPO ends with margin 3.6, chosen -4.7, rejected -8.3, KL 7.4; DPO + NLL with chosen -1.5, margin 2.3,
+    KL 2.7. Batches of 32 took twice as long and went further the same way (plain DPO: margin 4.9, chosen -6.7)."""
     model, tok = base
     exp = P.DPOExperiment(num_pairs=128, monitor_pairs=32, eval_episodes=50, kl_prompts=16,
-                          training=PreferenceConfig(max_steps=40, batch_size=32, learning_rate=1e-4, eval_every=0))
+                          training=PreferenceConfig(max_steps=40, batch_size=16, learning_rate=1e-4, eval_every=0))
     pairs = P.sampled_pairs(model, tok, exp.num_pairs, seed=0)
     monitor = P.sampled_pairs(model, tok, exp.monitor_pairs, seed=P.MONITOR_SEED)
     return {name: P.run(loss, 0.1, alpha, 0, exp, model, tok, pairs, monitor, progress=False)[1]

@@ -77,12 +77,12 @@ def _diff(got, want, where="") -> str:
 
 
 def test_kl_penalty():
-    config = dataclasses.replace(K.CONFIG, max_steps=2, eval_every=1, num_prompts=2, num_generations=2, max_new_tokens=4)
+    config = dataclasses.replace(K.CONFIG, max_steps=1, eval_every=1, num_prompts=2, num_generations=2, max_new_tokens=4)
     assert_same_fields(K.study((K.RUNS[0], K.RUNS[-1]), config, progress=False), K.PATH)
 
 
 def test_kl_frontier():
-    config = dataclasses.replace(KF.CONFIG, max_steps=2, eval_every=1, num_prompts=2, num_generations=2,
+    config = dataclasses.replace(KF.CONFIG, max_steps=1, eval_every=1, num_prompts=2, num_generations=2,
                                  max_new_tokens=4)
     assert_same_fields(KF.study(betas=(0.0, 1.0), seeds=(0,), config=config, progress=False), KF.PATH)
 
