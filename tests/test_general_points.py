@@ -562,10 +562,25 @@ def test_evaluate_expert_model(rule):
     res = gp.evaluate(model, Tokenizer(), face_card_rule=rule, n_episodes=40, seed=0, batch_size=16)
     assert res["accuracy"] == 1.0 and res["mean_reward"] == 5.0 and res["n"] == 40
     assert res["counts"] == {"correct": 40, "wrong_value": 0, "wrong_numbers": 0, "illegal": 0}
+    assert res["correct"] == [True] * 40
     assert [c[0] for c in model.calls] == [16, 16, 8] and not any(c[1] for c in model.calls)
     prompt, completion, reason = res["samples"][0]
     assert prompt.startswith("Cards: ") and completion.endswith("=24") and reason.startswith("correct")
     assert gp.evaluate(FakeModel(expert_from_prompt), Tokenizer(), rule, n_episodes=40)["samples"] == res["samples"]
+
+
+def test_evaluate_marks_each_deal_in_order_and_a_prefix_replays_the_same_deals():
+    hands = gp.eval_hands(30, "ten", seed=2)
+    solved = {" ".join(h) for h in hands[::3]}  # every third deal answered right, the rest wrong
+
+    def answer(prompt):
+        cards = re.match(r"Cards: (.*?)\. ", prompt).group(1)
+        return expert_from_prompt(prompt) if cards in solved else Tokenizer().encode("1+1=2", eos=True)
+
+    res = gp.evaluate(FakeModel(answer), Tokenizer(), "ten", n_episodes=30, seed=2, batch_size=8)
+    assert res["correct"] == [" ".join(h) in solved for h in hands] and res["accuracy"] == sum(res["correct"]) / 30
+    assert 8 <= sum(res["correct"]) < 30
+    assert gp.evaluate(FakeModel(answer), Tokenizer(), "ten", n_episodes=12, seed=2)["correct"] == res["correct"][:12]
 
 
 def test_evaluate_garbage_model():
@@ -580,7 +595,7 @@ def test_evaluate_garbage_model():
     assert res["mean_reward"] <= gp.REWARD_WRONG_NUMBERS
     res = gp.evaluate(FakeModel(lambda p: Tokenizer().encode("3*8=24", eos=True)), Tokenizer(), "ranked",
                       n_episodes=10)
-    assert res["accuracy"] == 0.0 and res["counts"]["wrong_numbers"] == 10
+    assert res["accuracy"] == 0.0 and res["counts"]["wrong_numbers"] == 10 and res["correct"] == [False] * 10
 
 
 def test_rollout_rewards_and_verify_batch():

@@ -525,6 +525,9 @@ def test_evaluate_partial_credit():
     expected = sum(a == "forward()" for _, a in data) / len(data)
     assert res["per_step_accuracy"] == pytest.approx(expected) and 0.3 < expected < 0.8
     assert res["route_success"] == 0.0 and res["n_steps"] == len(data)
+    assert res["correct"] == [a == "forward()" for _, a in data]
+    assert evaluate(FakeModel(lambda p: "forward()"), TOK, n_episodes=20, seed=1)["correct"] == \
+        res["correct"][: len(expert_dataset(20, "absolute", seed=1))]  # the first 20 routes are the same routes
 
 
 def test_solver_matches_oracle_on_dataset():
@@ -630,6 +633,7 @@ def test_evaluate_counts_steps_routes_and_malformed_answers_by_hand(monkeypatch)
     assert (call["eos_id"], call["pad_id"], call["generator"].initial_seed()) == (TOK.eos_id, TOK.pad_id, 4)
     n = len(prompts)
     assert res["per_step_accuracy"] == (n - 3) / n
+    assert res["correct"] == [i not in garbage | wrong for i in range(n)]
     assert res["route_success"] == 4 / 6
     assert res["malformed_rate"] == 2 / n
     assert (res["n_steps"], res["n_episodes"]) == (n, 6)

@@ -635,9 +635,10 @@ def evaluate(model: Any, tokenizer: Any, face_card_rule: str = "ten", n_episodes
              top_k: int | None = None, target: int = 24, n_samples: int = 8) -> dict:
     """Play `n_episodes` deterministic deals with `model.generate` and verify the answers.
 
-    Returns {"accuracy", "mean_reward", "n", "counts": {kind: count}, "samples":
-    [(prompt, completion, reason), ...first n_samples]}. The model is put in
-    eval mode during generation and restored afterwards.
+    Returns {"accuracy", "mean_reward", "n", "counts": {kind: count}, "correct":
+    [one bool per deal, in order], "samples": [(prompt, completion, reason), ...first
+    n_samples]}. The first n deals of a larger `n_episodes` are the same deals. The
+    model is put in eval mode during generation and restored afterwards.
     """
     from toyenv.model import complete  # here, not at the top: the game and its verifier need no torch
 
@@ -660,6 +661,7 @@ def evaluate(model: Any, tokenizer: Any, face_card_rule: str = "ten", n_episodes
         "mean_reward": float(sum(v.reward for v in verdicts) / n_episodes),
         "n": n_episodes,
         "counts": counts,
+        "correct": [v.kind == "correct" for v in verdicts],
         "samples": [(p, c, v.reason) for p, c, v in zip(prompts, completions, verdicts)][:n_samples],
     }
 

@@ -533,8 +533,10 @@ def evaluate(
     batches of `batch_size`, one ``model.generate`` call per batch).  Route success counts
     the episodes where every state was answered correctly, which equals the success rate of
     closed-loop rollouts in :class:`NavigationEnv` (those end at the first mistake and
-    otherwise follow the oracle path).  Also returns ``malformed_rate`` and the first
-    `n_samples` states as ``samples`` (prompt, completion, expected, correct, reason).
+    otherwise follow the oracle path).  Also returns ``malformed_rate``, ``correct`` (one
+    bool per state, route by route; the first n routes of a larger `n_episodes` are the
+    same routes) and the first `n_samples` states as ``samples`` (prompt, completion,
+    expected, correct, reason).
     `max_new_tokens` defaults to 32: the longest answer, ``turn_direction(slightly right)``,
     is 30 characters, plus EOS.
     """
@@ -550,12 +552,12 @@ def evaluate(
     if len(completions) != len(flat):
         raise ValueError(f"model.generate returned {len(completions)} rows for {len(flat)} prompts")
     episode_ok = [True] * len(episodes)
-    n_correct = n_malformed = 0
-    samples = []
+    n_malformed = 0
+    correct, samples = [], []
     for i, ((e, s), completion) in enumerate(zip(flat, completions)):
         parsed, why = parse_action(completion, kind)
         ok = parsed == s.action
-        n_correct += ok
+        correct.append(ok)
         n_malformed += parsed is None
         if not ok:
             episode_ok[e] = False
@@ -566,10 +568,11 @@ def evaluate(
             )
     n_steps = len(flat)  # >= 1: every route has at least one state
     return {
-        "per_step_accuracy": n_correct / n_steps,
+        "per_step_accuracy": sum(correct) / n_steps,
         "route_success": sum(episode_ok) / len(episodes),
         "malformed_rate": n_malformed / n_steps,
         "n_steps": n_steps,
         "n_episodes": len(episodes),
+        "correct": correct,
         "samples": samples,
     }

@@ -11,7 +11,8 @@ Training stops early, on purpose, so the base model has partial skill everywhere
 improvable in distribution, mediocre out of distribution, which is where Chu et al.
 (2025) start. Everything is seeded; the same machine and PyTorch build give the same
 weights. The checkpoint and its measured metrics land in `toyenv/data/`, where
-`toyenv.load_base()` finds them, and a test recomputes the metrics from the weights.
+`toyenv.load_base()` finds them, with the verdict on each answer behind them; a test replays the first
+100 episodes of each task from the weights and compares them answer by answer.
 
     python -m toyenv.experiments.base_model                 # rebuild toyenv/data/base.pt and base_metrics.json
     python -m toyenv.experiments.base_model --out /tmp/b    # somewhere else
@@ -85,17 +86,29 @@ def mixture(cfg: PretrainConfig) -> list[tuple[str, str]]:
     return data
 
 
-def measure(model: GPT, tokenizer: Tokenizer, n_episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED) -> dict:
-    """Greedy ID/OOD metrics on held-out episodes: the numbers the base model's JSON records."""
-    r = {
-        "general_points_ten": gp.evaluate(model, tokenizer, "ten", n_episodes=n_episodes, seed=seed)["accuracy"],
-        "general_points_ranked": gp.evaluate(model, tokenizer, "ranked", n_episodes=n_episodes, seed=seed)["accuracy"],
-    }
+def measure(model: GPT, tokenizer: Tokenizer, n_episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED,
+            return_outcomes: bool = False) -> dict | tuple[dict, dict]:
+    """Greedy ID/OOD metrics on held-out episodes: the numbers the base model's JSON records.
+
+    With `return_outcomes`, also (metrics, outcomes): the verdict behind each number, as the JSON's "outcomes" records
+    them, one string per task of "1" (right) and "0" (wrong), one character per deal ("general_points_ten", ...) or
+    per route step ("navigation_absolute", ...), in the order played. The first n episodes of a longer measurement
+    are the same episodes, so a test can replay a few of them and compare them answer by answer."""
+    r, outcomes = {}, {}
+    for rule in ("ten", "ranked"):
+        m = gp.evaluate(model, tokenizer, rule, n_episodes=n_episodes, seed=seed)
+        r[f"general_points_{rule}"], outcomes[f"general_points_{rule}"] = m["accuracy"], _bits(m["correct"])
     for kind in ("absolute", "relative"):
         m = nav.evaluate(model, tokenizer, kind, n_episodes=n_episodes, seed=seed)
         r[f"navigation_{kind}_per_step"] = m["per_step_accuracy"]
         r[f"navigation_{kind}_route_success"] = m["route_success"]
-    return {k: round(v, 4) for k, v in r.items()}
+        outcomes[f"navigation_{kind}"] = _bits(m["correct"])
+    metrics = {k: round(v, 4) for k, v in r.items()}
+    return (metrics, outcomes) if return_outcomes else metrics
+
+
+def _bits(correct: list[bool]) -> str:
+    return "".join("1" if ok else "0" for ok in correct)
 
 
 def run(cfg: PretrainConfig | None = None, progress: bool = True) -> GPT:
@@ -118,21 +131,24 @@ def study(cfg: PretrainConfig | None = None, episodes: int = EVAL_EPISODES, prog
 
 
 def describe(model: GPT, cfg: PretrainConfig, train_seconds: float, episodes: int = EVAL_EPISODES) -> dict:
-    """The metadata of a trained base model: its measured metrics, how they were measured, how it was built."""
-    tok = Tokenizer()
+    """The metadata of a trained base model: its measured metrics, how they were measured, how it was built, and the
+    verdict on each answer behind the metrics ("outcomes", kept out of the checkpoint by `save`)."""
+    metrics, outcomes = measure(model, Tokenizer(), episodes, return_outcomes=True)
     return {
-        "metrics": measure(model, tok, episodes),
+        "metrics": metrics,
         "eval": {"seed": EVAL_SEED, "episodes": episodes, "decoding": "greedy"},
         "train": {"seconds": round(train_seconds, 1), "config": asdict(cfg)},
         "built_with": {"torch": str(torch.__version__), "python": platform.python_version(),
                        "threads": torch.get_num_threads(), "machine": platform.machine()},
+        "outcomes": outcomes,
     }
 
 
 def save(model: GPT, meta: dict, out: Path = DATA_DIR) -> None:
-    """Write `out/base.pt` (the model with `meta`) and `out/base_metrics.json` (`meta`)."""
+    """Write `out/base.pt` (the model with `meta`, less its per-answer outcomes) and `out/base_metrics.json`
+    (`meta`)."""
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / PATH.name, model, Tokenizer(), **meta)
+    save_checkpoint(out / PATH.name, model, Tokenizer(), **{k: v for k, v in meta.items() if k != "outcomes"})
     (out / METRICS_PATH.name).write_text(json.dumps(meta, indent=2) + "\n")
 
 
