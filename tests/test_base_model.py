@@ -17,7 +17,8 @@ import torch
 import toyenv
 from conftest import THREADS
 from toyenv.envs.navigation import oracle_episodes
-from toyenv.experiments.base_model import METRICS_PATH, PATH as BASE_PATH, measure, save
+from toyenv.experiments.base_model import (EVAL_SEED, METRICS_PATH, PATH as BASE_PATH, PretrainConfig, describe,
+                                          measure, save)
 
 REPLAYED = 100  # episodes per task played again from the weights
 # Greedy decoding is deterministic, so on a machine that reproduces the recording every replayed verdict matches;
@@ -100,3 +101,13 @@ def test_save_keeps_the_verdicts_out_of_the_checkpoint(tmp_path):
     assert json.loads((tmp_path / METRICS_PATH.name).read_text()) == meta
     stored = toyenv.load_checkpoint(tmp_path / BASE_PATH.name)[2]
     assert stored["metrics"] == meta["metrics"] and "outcomes" not in stored
+
+
+def test_describe_records_the_verdicts_behind_its_metrics():
+    """What a rebuild writes: describe's metrics add up from the verdicts it records beside them (a tiny random GPT,
+    one episode per task)."""
+    torch.manual_seed(0)
+    tiny = toyenv.GPT(toyenv.GPTConfig(n_layer=1, n_head=2, n_embd=16))
+    meta = describe(tiny, PretrainConfig(), 1.0, episodes=1)
+    assert meta["eval"]["episodes"] == 1 and len(meta["outcomes"]["general_points_ten"]) == 1
+    assert metrics_from_verdicts(meta["outcomes"], 1, EVAL_SEED) == meta["metrics"]
