@@ -199,10 +199,12 @@ class GPT(nn.Module):
         """
         Bp, P = prompts.shape
         B, S = completions.shape
+        k = None  # completions per prompt, when they come in consecutive groups (the default layout)
         if prompt_index is None:
             if Bp == 0 or B % Bp:
                 raise ValueError(f"{B} completions do not split evenly over {Bp} prompts; pass prompt_index")
-            prompt_index = torch.arange(Bp, device=prompts.device).repeat_interleave(B // Bp)
+            k = B // Bp
+            prompt_index = torch.arange(Bp, device=prompts.device).repeat_interleave(k)
         if prompt_mask.shape != prompts.shape or completion_mask.shape != completions.shape or S == 0:
             raise ValueError(f"masks must match their tokens and completions be non-empty: prompts "
                              f"{tuple(prompts.shape)}, prompt_mask {tuple(prompt_mask.shape)}, completions "
@@ -226,7 +228,8 @@ class GPT(nn.Module):
         own = padded_causal_mask(real).squeeze(1)  # (B, S-1, S-1)
         to_prompt = prompt_mask[prompt_index, None, :].expand(B, S - 1, P)
         mask = torch.cat((to_prompt, own), dim=-1).unsqueeze(1)
-        past = [(k.index_select(0, prompt_index), v.index_select(0, prompt_index)) for k, v in present]
+        past = [(_per_completion(keys, prompt_index, k), _per_completion(values, prompt_index, k))
+                for keys, values in present]
         h = self.transformer.ln_f(trunk(self.transformer, x, pos, mask, past=past))
         return torch.cat((first[:, None], self.lm_head(h)), dim=1)
 
@@ -364,6 +367,19 @@ def trunk(transformer: nn.ModuleDict, idx: torch.Tensor, pos: torch.Tensor, attn
         x = block(x, attn_mask, None if caches is None else caches[i], cache_pos, None if past is None else past[i],
                   present)
     return x
+
+
+def _per_completion(x: torch.Tensor, prompt_index: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Each completion's copy of its prompt's rows of `x` (Bp, ...) -> (B, ...), with the k copies' gradients summed.
+
+    With consecutive groups of k (`k` given), through expand: its backward sums the copies as a plain reduction over
+    k, in order, which gives the same bits as index_select's backward (index_add) and is 4 times faster when the
+    gradient arrives as a slice, as the attention's concatenation hands back the prompt's keys and values.
+    Otherwise index_select, whose backward (index_add) is still several times faster than that of `x[prompt_index]`.
+    """
+    if k is None:
+        return x.index_select(0, prompt_index)
+    return x.unsqueeze(1).expand(x.shape[0], k, *x.shape[1:]).reshape(x.shape[0] * k, *x.shape[1:])
 
 
 def padded_causal_mask(real: torch.Tensor) -> torch.Tensor:
