@@ -12,7 +12,6 @@ was read twice. `full_row_pair_logprobs` below recreates it and the two scorers 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import time
@@ -25,9 +24,8 @@ from toyenv.tokenizer import PAD_ID, collate, encode_pairs
 from toyenv.trainers.common import adamw
 from toyenv.trainers.dpo import dpo_loss, pair_logprobs, sequence_logprob
 
-from .generate import machine
-
-SCORERS = ("shared", "full_rows")
+from . import before_after
+from .before_after import SCORERS, alternate
 
 
 def full_row_pair_logprobs(model, pairs, tokenizer=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,39 +89,15 @@ def before_and_after(batch: int = 32, steps: int = 10, warmup: int = 2, rounds: 
     per variant the median over all its counted steps."""
     base, tok = toyenv.load_base()
     pairs = sampled_pairs(base, tok, batch * (warmup + steps), 0)
-    runs: dict[str, list[dict]] = {"full_rows": [], "shared": []}
-    for _ in range(rounds):
-        for scoring in runs:
-            runs[scoring].append(measure(batch, steps, warmup, scoring, pairs=pairs))
-    return {scoring: dict(rs[0], step=statistics.median(t for r in rs for t in r["times"]))
-            for scoring, rs in runs.items()}
+    return alternate(measure, rounds, batch=batch, steps=steps, warmup=warmup, pairs=pairs)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=2, help="runs of each variant, alternating")
-    args = ap.parse_args()
-    for name in ("batch", "steps", "rounds"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        ap.error(f"--warmup must be >= 0, got {args.warmup}")
-    both = before_and_after(args.batch, args.steps, args.warmup, args.rounds)
-    before, after = both["full_rows"], both["shared"]
-    print(f"machine: {machine()}, device {after['device']}")
-    print(f"DPO, batch {args.batch} pairs of the base model's own GeneralPoints answers; median of {args.rounds} x "
-          f"{args.steps} steps after {args.warmup} warm-up each\n")
-    print(f"| {'one DPO step':<34} | {'before':>7} | {'after':>7} | {'ratio':>6} |")
-    print(f"|{'-' * 36}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
-    print(f"| {'tokens read per batch':<34} | {before['tokens']:7.0f} | {after['tokens']:7.0f} | "
-          f"{before['tokens'] / after['tokens']:5.2f}x |")
-    b, a = 1000 * before["step"], 1000 * after["step"]
-    print(f"| {'wall time (ms)':<34} | {b:7.0f} | {a:7.0f} | {b / a:5.2f}x |")
-    print("\nbefore: every row [prompt, completion] read whole (toyenv.trainers.dpo until 2026-12-03); after: each "
-          "prompt read once for its chosen and rejected completion (toyenv.trainers.dpo.pair_logprobs)")
+    before_after.main(__doc__, before_and_after, "one DPO step",
+                      "DPO, batch {batch} pairs of the base model's own GeneralPoints answers",
+                      "before: every row [prompt, completion] read whole (toyenv.trainers.dpo until 2026-12-03); "
+                      "after: each prompt read once for its chosen and rejected completion "
+                      "(toyenv.trainers.dpo.pair_logprobs)")
 
 
 if __name__ == "__main__":

@@ -367,3 +367,48 @@ def test_the_head_starts_as_lm_human_preferences_does():
     torch.manual_seed(5)
     want = torch.empty(1, 32).normal_(0.0, 1.0 / math.sqrt(33))
     assert torch.equal(rm.score.weight.detach(), want)
+
+
+def test_completion_scores_equal_the_forward_over_whole_rows_and_so_do_their_gradients(tok):
+    rm = _rm().train()  # dropout is 0: train mode only switches autograd bookkeeping
+    prompts = ["abc:", "x:", "defg:"]
+    completions = [["cba", "c!"], ["xyzzy!", "z"], ["g", "gfedcba"]]  # two per prompt, of different lengths
+    p_ids = [tok.encode(p, bos=True) for p in prompts]
+    c_ids = [tok.encode(c, eos=True) for pair in completions for c in pair]
+    pt, pm = tok.pad_batch(p_ids, side="left")
+    ct, cm = tok.pad_batch(c_ids, side="right")
+    shared = rm.completion_scores(pt, pm, ct, cm)
+    rows, rmask = tok.pad_batch([encode_preference(prompts[i // 2], c, tok)
+                                 for i, c in enumerate(c for pair in completions for c in pair)], side="right")
+    whole = rm(rows, rmask)  # the independent expectation: each row [prompt, completion] read whole
+    torch.testing.assert_close(shared, whole, atol=2e-5, rtol=1e-5)
+    w = torch.linspace(-1.0, 2.0, 6)  # one scalar that weights every score differently
+    g_shared = torch.autograd.grad((shared * w).sum(), list(rm.parameters()))
+    g_whole = torch.autograd.grad((whole * w).sum(), list(rm.parameters()))
+    for (name, _), a, b in zip(rm.named_parameters(), g_shared, g_whole):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"gradient of {name}")
+    # any rows in any order, with their prompts named
+    rows_picked = torch.tensor([5, 0, 3])
+    picked = rm.completion_scores(pt, pm, ct[rows_picked], cm[rows_picked], rows_picked // 2)
+    torch.testing.assert_close(picked, whole[rows_picked].detach(), atol=2e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="^completion 1 has no real token to score$"):
+        rm.completion_scores(pt[:1], pm[:1], ct[:2], torch.tensor([[True] * ct.shape[1], [False] * ct.shape[1]]))
+    with pytest.raises(ValueError, match="5 completions do not split evenly over 3 prompts"):
+        rm.completion_scores(pt, pm, ct[:5], cm[:5])
+
+
+def test_the_trainers_evaluation_scores_chosen_against_rejected_as_whole_rows_do(tok):
+    # Before any step, the trainer's held-out accuracy and loss (each prompt read once, chosen and rejected in rows
+    # 2i and 2i + 1) equal those of scores read from whole rows: swapped or misaligned rows would not.
+    held_out = marker_pairs(40, 1)
+    rm = _rm()
+    r_c = score_texts(rm, [p for p, _, _ in held_out], [c for _, c, _ in held_out], tok)
+    r_r = score_texts(rm, [p for p, _, _ in held_out], [r for _, _, r in held_out], tok)
+    expected_loss = float(-F.logsigmoid(r_c - r_r).mean())
+    assert float((r_c > r_r).double().mean()) != 0.5  # so that swapping chosen and rejected shows
+    history = reward_model.train(rm, marker_pairs(8, 0), RewardConfig(max_steps=1, batch_size=8), tok,
+                                 eval_pairs=held_out, progress=False)
+    step, first = history["eval"][0]
+    assert step == 0
+    assert first["accuracy"] == float((r_c > r_r).double().mean())
+    assert first["loss"] == pytest.approx(expected_loss, abs=1e-5)

@@ -94,3 +94,19 @@ def test_decode_batch_refuses_a_mask_of_the_wrong_shape(tok):
     # the right shape still keeps exactly the masked positions
     keep = torch.tensor([[True, False, True], [False, False, True]])
     assert tok.decode_batch(ids, mask=keep) == [_char(37) + _char(39), _char(42)]
+
+
+def test_pad_preference_batch_puts_each_prompt_once_and_its_two_completions_in_rows_2i_and_2i_plus_1():
+    from toyenv.tokenizer import pad_preference_batch
+
+    prompts, prompt_mask, completions, completion_mask = pad_preference_batch(
+        [[1, 10, 11], [1, 12]], [[20, 2], [22, 23, 2]], [[21, 21, 21, 2], [2]])
+    # written out by hand: prompts padded on the left, completions on the right, chosen before rejected
+    assert prompts.tolist() == [[1, 10, 11], [PAD_ID, 1, 12]]
+    assert prompt_mask.tolist() == [[True, True, True], [False, True, True]]
+    assert completions.tolist() == [[20, 2, PAD_ID, PAD_ID], [21, 21, 21, 2], [22, 23, 2, PAD_ID],
+                                    [2, PAD_ID, PAD_ID, PAD_ID]]
+    assert completion_mask.sum(1).tolist() == [2, 4, 3, 1] and completion_mask[:, 0].all()
+    with pytest.raises(ValueError, match=r"^2 prompts, 2 chosen and 1 rejected completions; give one of each per "
+                                         r"pair$"):
+        pad_preference_batch([[1], [1]], [[2], [2]], [[2]])

@@ -14,7 +14,8 @@ plain language model because RLHF needs them:
 keys and values instead of re-running the whole prefix, which is what makes
 sampling 64 rollouts per RL step affordable on a CPU. `completion_logits` scores
 the k completions of a prompt the same way, with gradients: the prompt's pass
-runs once and its keys and values are handed to each completion.
+runs once and its keys and values are handed to each completion (`prompt_pass`,
+`completion_pass`; the reward model reads a pair's two completions through them).
 """
 from __future__ import annotations
 
@@ -197,41 +198,20 @@ class GPT(nn.Module):
         (GeneralPoints: about 75 of 90 columns). The prompt's pass runs once per prompt; its keys and values are
         handed to each of its completions, and gradients from all k flow back into it.
         """
-        Bp, P = prompts.shape
-        B, S = completions.shape
-        k = None  # completions per prompt, when they come in consecutive groups (the default layout)
-        if prompt_index is None:
-            if Bp == 0 or B % Bp:
-                raise ValueError(f"{B} completions do not split evenly over {Bp} prompts; pass prompt_index")
-            k = B // Bp
-            prompt_index = torch.arange(Bp, device=prompts.device).repeat_interleave(k)
-        if prompt_mask.shape != prompts.shape or completion_mask.shape != completions.shape or S == 0:
-            raise ValueError(f"masks must match their tokens and completions be non-empty: prompts "
-                             f"{tuple(prompts.shape)}, prompt_mask {tuple(prompt_mask.shape)}, completions "
-                             f"{tuple(completions.shape)}, completion_mask {tuple(completion_mask.shape)}")
-        if P + S > self.config.block_size:
-            raise ValueError(f"prompt ({P}) + completion ({S}) tokens exceed block_size {self.config.block_size}")
-        prompt_mask = prompt_mask.to(dtype=torch.bool, device=prompts.device)
+        S = completions.shape[1]
+        prompt_index, k = completion_groups(prompts, prompt_mask, completions, completion_mask, prompt_index,
+                                            self.config.block_size)
         # 1. Each prompt once: its hidden states, and every layer's keys and values.
-        n_real = prompt_mask.sum(1)
-        present: list = []
-        h = trunk(self.transformer, prompts, (prompt_mask.long().cumsum(-1) - 1).clamp(min=0),
-                  None if bool(prompt_mask.all()) else padded_causal_mask(prompt_mask), present=present)
-        # index_select, not [prompt_index]: its backward (index_add) sums the k copies' gradients several times faster
-        first = self.lm_head(self.transformer.ln_f(h[:, -1])).index_select(0, prompt_index)  # the last column is real
+        h_prompts, present = prompt_pass(self.transformer, prompts, prompt_mask)
+        # index_select, not [prompt_index]: its backward (index_add) sums the k copies' gradients several times faster.
+        # The prompts' last column is real (left padding).
+        first = self.lm_head(self.transformer.ln_f(h_prompts[:, -1])).index_select(0, prompt_index)
         if S == 1:
             return first[:, None]
         # 2. The completions, but their last token (it predicts nothing), after a copy of their prompt's keys.
-        x = completions[:, :-1]
-        real = completion_mask[:, :-1].to(dtype=torch.bool, device=prompts.device)
-        pos = n_real[prompt_index, None] + real.long().cumsum(-1) - 1  # as `forward` counts them over the whole row
-        own = padded_causal_mask(real).squeeze(1)  # (B, S-1, S-1)
-        to_prompt = prompt_mask[prompt_index, None, :].expand(B, S - 1, P)
-        mask = torch.cat((to_prompt, own), dim=-1).unsqueeze(1)
-        past = [(_per_completion(keys, prompt_index, k), _per_completion(values, prompt_index, k))
-                for keys, values in present]
-        h = self.transformer.ln_f(trunk(self.transformer, x, pos, mask, past=past))
-        return torch.cat((first[:, None], self.lm_head(h)), dim=1)
+        h = completion_pass(self.transformer, present, prompt_mask, completions[:, :-1], completion_mask[:, :-1],
+                            prompt_index, k)
+        return torch.cat((first[:, None], self.lm_head(self.transformer.ln_f(h))), dim=1)
 
     # ----------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -367,6 +347,58 @@ def trunk(transformer: nn.ModuleDict, idx: torch.Tensor, pos: torch.Tensor, attn
         x = block(x, attn_mask, None if caches is None else caches[i], cache_pos, None if past is None else past[i],
                   present)
     return x
+
+
+# Completions that share prompts, read with gradients (`GPT.completion_logits`, and the reward model's
+# `RewardModel.completion_scores`): the prompt's pass runs once, its keys and values are handed to each of its
+# completions, and the gradients from all of them flow back into it. The caller puts its head on the hidden states
+# between the two passes as it needs them.
+def completion_groups(prompts: torch.Tensor, prompt_mask: torch.Tensor, completions: torch.Tensor,
+                      completion_mask: torch.Tensor, prompt_index: torch.Tensor | None, block_size: int
+                      ) -> tuple[torch.Tensor, int | None]:
+    """`(prompt_index, k)` for completions (B, S) that follow prompts (Bp, P), after checking their shapes: each
+    completion's prompt row, and k when they come in consecutive groups of k (the default when `prompt_index` is
+    None, the layout of `generate(..., num_return_sequences=k)`), else None."""
+    (Bp, P), (B, S) = prompts.shape, completions.shape
+    if prompt_mask.shape != prompts.shape or completion_mask.shape != completions.shape or S == 0:
+        raise ValueError(f"masks must match their tokens and completions be non-empty: prompts "
+                         f"{tuple(prompts.shape)}, prompt_mask {tuple(prompt_mask.shape)}, completions "
+                         f"{tuple(completions.shape)}, completion_mask {tuple(completion_mask.shape)}")
+    if P + S > block_size:  # the rows [prompt, completion] that `forward` would read
+        raise ValueError(f"prompt ({P}) + completion ({S}) tokens exceed block_size {block_size}")
+    if prompt_index is not None:
+        return prompt_index, None
+    if Bp == 0 or B % Bp:
+        raise ValueError(f"{B} completions do not split evenly over {Bp} prompts; pass prompt_index")
+    return torch.arange(Bp, device=prompts.device).repeat_interleave(B // Bp), B // Bp
+
+def prompt_pass(transformer: nn.ModuleDict, prompts: torch.Tensor, prompt_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, list]:
+    """`(h, present)`: the trunk's hidden states (Bp, P, n_embd) of left-padded `prompts` (`prompt_mask` True at
+    their real tokens), and every layer's (keys, values), for `completion_pass`."""
+    prompt_mask = prompt_mask.to(dtype=torch.bool, device=prompts.device)
+    present: list = []
+    h = trunk(transformer, prompts, (prompt_mask.long().cumsum(-1) - 1).clamp(min=0),
+              None if bool(prompt_mask.all()) else padded_causal_mask(prompt_mask), present=present)
+    return h, present
+
+
+def completion_pass(transformer: nn.ModuleDict, present: list, prompt_mask: torch.Tensor, completions: torch.Tensor,
+                    completion_mask: torch.Tensor, prompt_index: torch.Tensor, k: int | None) -> torch.Tensor:
+    """The trunk's hidden states (B, S, n_embd) of `completions` (right-padded, `completion_mask` True at real
+    tokens) after their prompts' keys and values `present` (from `prompt_pass`): what `trunk` gives at the completion
+    columns of the rows [prompt, completion], up to float rounding. `prompt_index` and `k` as `completion_groups`."""
+    B, S = completions.shape
+    P = prompt_mask.shape[1]
+    prompt_mask = prompt_mask.to(dtype=torch.bool, device=completions.device)
+    real = completion_mask.to(dtype=torch.bool, device=completions.device)
+    pos = prompt_mask.sum(1)[prompt_index, None] + real.long().cumsum(-1) - 1  # as `forward` counts them
+    own = padded_causal_mask(real).squeeze(1)  # (B, S, S)
+    to_prompt = prompt_mask[prompt_index, None, :].expand(B, S, P)
+    mask = torch.cat((to_prompt, own), dim=-1).unsqueeze(1)
+    past = [(_per_completion(keys, prompt_index, k), _per_completion(values, prompt_index, k))
+            for keys, values in present]
+    return trunk(transformer, completions, pos, mask, past=past)
 
 
 def _per_completion(x: torch.Tensor, prompt_index: torch.Tensor, k: int | None) -> torch.Tensor:

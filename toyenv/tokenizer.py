@@ -158,6 +158,22 @@ def collate(examples: Sequence[tuple[list[int], int]], completion_only: bool = T
     return tokens, loss_mask
 
 
+def pad_preference_batch(prompts: Sequence[Sequence[int]], chosen: Sequence[Sequence[int]],
+                         rejected: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                     torch.Tensor]:
+    """`(prompts, prompt_mask, completions, completion_mask)` of B encoded preference pairs, each prompt once: prompts
+    (B, P) left-padded, completions (2B, S) right-padded with pair i's chosen completion at row 2i and its rejected
+    one at row 2i + 1, the layout of k = 2 completions per prompt that `GPT.completion_logits` (DPO's log-probs) and
+    `RewardModel.completion_scores` (the reward model's scores) read. Encode a prompt as `BOS prompt` and a completion
+    as `completion EOS`, and the rows [prompt, completion] are `encode_pairs`' and the reward model's."""
+    if not (len(prompts) == len(chosen) == len(rejected)):
+        raise ValueError(f"{len(prompts)} prompts, {len(chosen)} chosen and {len(rejected)} rejected completions; "
+                         "give one of each per pair")
+    tok = Tokenizer()
+    prompt_ids, prompt_mask = tok.pad_batch(prompts, side="left")
+    completion_ids, completion_mask = tok.pad_batch([c for pair in zip(chosen, rejected) for c in pair], side="right")
+    return prompt_ids, prompt_mask, completion_ids, completion_mask
+
 
 def _clip(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."

@@ -17,9 +17,9 @@ environment (expert answers and graded corruptions of them) with no margin and w
 and measures held-out accuracy per strength label and how the score gaps sit against the margins. The policy-margin
 part trains the policy for 100 steps with DPO, RPO and REBEL on the same pairs (seed 0, notebook 06's section 3) and
 keeps, besides the usual record, the log-ratio gap h of every monitor pair. On a 2-core CPU, 50 to 70 s per 200-step
-DPO run and 30 to 65 s per reward model; the whole default study 20 to 40 minutes (39 on the slowest CPU measured, an
-AMD EPYC with AVX2: the DPO sweeps 26, the margins about 10, the policy margins under 2). The same machine and torch
-build give the same numbers.
+DPO run and 20 to 45 s per reward model; the whole default study 20 to 40 minutes (39 on the slowest CPU measured, an
+AMD EPYC with AVX2: the DPO sweeps 26, the margins about 10, the policy margins under 2; the margins 7 once the reward
+model read each prompt once). The same machine and torch build give the same numbers.
 """
 from __future__ import annotations
 

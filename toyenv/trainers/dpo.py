@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from ..model import GPT, completion_logprobs, token_logprobs
 from ..pairs import pairwise_accuracy
-from ..tokenizer import PAD_ID, Tokenizer
+from ..tokenizer import PAD_ID, Tokenizer, pad_preference_batch
 from ..utils import eval_mode, progress_bar
 from ..validation import check_choice, check_number
 from .common import adamw, check_optimization_fields, ensure_finite, epoch_batches, scheduled_lr, set_lr
@@ -113,14 +113,11 @@ def pair_logprobs(model: GPT, pairs: Sequence[Any], tokenizer: Tokenizer | None 
             raise ValueError(f"pairs[{i}] should have str .prompt, .chosen and .rejected (a "
                              f"PreferencePair), got {p!r}")
     tokenizer = tokenizer or Tokenizer()
-    dev = model.device
-    prompts, prompt_mask = tokenizer.pad_batch([tokenizer.encode(p.prompt, bos=True) for p in pairs], side="left")
     # rows 2i and 2i + 1: pair i's chosen and rejected completion, the layout of k = 2 completions per prompt
-    completions, completion_mask = tokenizer.pad_batch(
-        [tokenizer.encode(c, eos=True) for p in pairs for c in (p.chosen, p.rejected)], side="right")
-    completion_mask = completion_mask.to(dev)
-    picked, _ = completion_logprobs(model, prompts.to(dev), prompt_mask.to(dev), completions.to(dev),
-                                    completion_mask)
+    prompts, prompt_mask, completions, completion_mask = (t.to(model.device) for t in pad_preference_batch(
+        [tokenizer.encode(p.prompt, bos=True) for p in pairs], [tokenizer.encode(p.chosen, eos=True) for p in pairs],
+        [tokenizer.encode(p.rejected, eos=True) for p in pairs]))
+    picked, _ = completion_logprobs(model, prompts, prompt_mask, completions, completion_mask)
     logps = _sequence_total(picked, completion_mask, average)
     return logps[0::2], logps[1::2]
 
