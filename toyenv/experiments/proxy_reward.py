@@ -6,13 +6,14 @@ Gao et al. (2022) study over-optimization with a *gold* reward that labels prefe
 trained on a limited number of them. Here the gold reward is GeneralPoints' verifier (+5 correct, −1/−2/−3 for
 the failure kinds, `face_card_rule="ten"`), the pairs are two samples of the shipped base model per hand (pairs
 with equal gold reward dropped), and the proxy is a `RewardModel` on the base model's trunk trained with the
-Bradley–Terry loss. Held-out pairs come from other hands. Takes about 3 minutes on a 2-core CPU; the same
+Bradley–Terry loss. Held-out pairs come from other hands. Takes 1½ to 2½ minutes on a 2-core CPU; the same
 machine and torch version rebuild the same weights.
 
-1000 pairs (held-out accuracy about 0.83, training accuracy 1.0) is the default: RLOO against it at lr 7e-5
-(8 prompts x 4 completions, beta 0) raises gold for 10-30 steps, then gold falls below its start while the proxy
-keeps rising (Gao et al.'s shape); beta = 1 (k1 in the reward) holds gold up. 500 pairs is exploited from the
-first steps (gold never rises); 1500 pairs behaves like 1000 with a noisier proxy curve.
+1000 pairs (held-out accuracy 0.80, training accuracy 1.0) is the default: RLOO against it at lr 7e-5 (8 prompts x
+4 completions, beta 0) raises the proxy while gold ends below its start (`kl_frontier`, three seeds: gold 0.43 to
+0.92 at step 80 against the base model's 1.43, never above 1.43 at an evaluation every 10 steps); beta = 1 (k1 in
+the reward) holds gold up (1.48 to 1.74). 500 pairs is exploited from the first steps (gold never rises); 1500
+pairs behaves like 1000 with a noisier proxy curve.
 """
 from __future__ import annotations
 
