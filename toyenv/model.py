@@ -372,6 +372,7 @@ def completion_groups(prompts: torch.Tensor, prompt_mask: torch.Tensor, completi
         raise ValueError(f"{B} completions do not split evenly over {Bp} prompts; pass prompt_index")
     return torch.arange(Bp, device=prompts.device).repeat_interleave(B // Bp), B // Bp
 
+
 def prompt_pass(transformer: nn.ModuleDict, prompts: torch.Tensor, prompt_mask: torch.Tensor
                 ) -> tuple[torch.Tensor, list]:
     """`(h, present)`: the trunk's hidden states (Bp, P, n_embd) of left-padded `prompts` (`prompt_mask` True at

@@ -99,7 +99,7 @@ class RewardModel(nn.Module):
         Without it, tokens equal to PAD count as padding. Positions count real tokens only, as in
         `GPT.forward`, so a padded row scores exactly what it scores alone.
         """
-        B, T = tokens.shape
+        T = tokens.shape[1]
         if T > self.config.block_size:
             raise ValueError(f"sequence of length {T} exceeds block_size {self.config.block_size}")
         real = (tokens != PAD_ID) if attention_mask is None else attention_mask.to(dtype=torch.bool, device=tokens.device)
@@ -112,14 +112,11 @@ class RewardModel(nn.Module):
         if bool((real == (ar < n_real[:, None])).all()):
             # Right-padded (or unpadded): causal attention never lets a real token see the pads after it,
             # so the plain causal path (no mask, positions 0..T-1) computes the same and is faster.
-            pos, attn_mask, last = ar.unsqueeze(0), None, n_real - 1
+            pos, attn_mask = ar.unsqueeze(0), None
         else:
             pos = (real.long().cumsum(-1) - 1).clamp(min=0)
             attn_mask = padded_causal_mask(real)
-            last = T - 1 - real.flip(-1).long().argmax(-1)  # index of the last True in each row
-        x = trunk(self.transformer, tokens, pos, attn_mask)
-        h = x[torch.arange(B, device=tokens.device), last]  # (B, n_embd): only these rows need ln_f and the head
-        return self.score(self.transformer.ln_f(h)).squeeze(-1)
+        return self._score_last_real(trunk(self.transformer, tokens, pos, attn_mask), real)
 
     def completion_scores(self, prompts: torch.Tensor, prompt_mask: torch.Tensor, completions: torch.Tensor,
                           completion_mask: torch.Tensor, prompt_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -139,9 +136,13 @@ class RewardModel(nn.Module):
         if bool(empty.any()):
             raise ValueError(f"completion {int(empty.nonzero()[0])} has no real token to score")
         _, present = prompt_pass(self.transformer, prompts, prompt_mask)
-        h = completion_pass(self.transformer, present, prompt_mask, completions, real, prompt_index, k)
-        last = completions.shape[1] - 1 - real.flip(-1).long().argmax(-1)  # index of the last True in each row
-        h = h[torch.arange(h.shape[0], device=h.device), last]
+        return self._score_last_real(completion_pass(self.transformer, present, prompt_mask, completions, real,
+                                                     prompt_index, k), real)
+
+    def _score_last_real(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The head on the trunk's hidden states `x` (B, T, n_embd) at each row's last True of `real` (B, T)."""
+        last = x.shape[1] - 1 - real.flip(-1).long().argmax(-1)  # index of the last True in each row
+        h = x[torch.arange(x.shape[0], device=x.device), last]  # (B, n_embd): only these rows need ln_f and the head
         return self.score(self.transformer.ln_f(h)).squeeze(-1)
 
 
